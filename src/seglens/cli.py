@@ -1,0 +1,284 @@
+"""Command line: the only place that prints and chooses exit codes.
+
+Exit codes: 0 every input done; 1 some inputs failed; 2 nothing could start (bad flag, unknown
+model, weights missing or unreadable, no images found); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .io import DEFAULT_MAX_PIXELS, ImageLoadError, InputImage, atomic_open, find_images, load_image, save_image, save_mask_png, write_csv, write_json
+from .models import DEFAULT_MODEL, WeightsError, list_models, model_info
+
+__all__ = ["build_parser", "main"]
+
+OUTPUT_KINDS = ("mask", "overlay", "figure")
+_SUFFIX = {"mask": ".png", "overlay": "_overlay.jpg", "figure": "_figure.png"}
+EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_START, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag on one line (exit 2) instead of usage + message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _outputs(value: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown output {','.join(bad) or value!r}; choose from {','.join(OUTPUT_KINDS)}")
+    return kinds
+
+
+def _alpha(value: str) -> float:
+    a = float(value)
+    if not 0.0 <= a <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return a
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors and the final line")
+
+    parser = _Parser(prog="seglens", description="Semantic segmentation with pretrained torchvision networks.")
+    parser.add_argument("--version", action="version", version=f"seglens {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    seg = sub.add_parser("segment", parents=[common], help="segment images: masks, overlays, figures, summary")
+    seg.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    seg.add_argument("-o", "--out", type=Path, default=Path("seglens_out"), help="output folder (default: %(default)s)")
+    seg.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="one of: " + ", ".join(list_models()) + " (default: %(default)s)")
+    seg.add_argument("-w", "--weights", default="official", help="'official' (default: downloaded once, SHA-256 checked), 'random' (seeded, meaningless labels) or a .pth/.safetensors state dict")
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    seg.add_argument("-b", "--batch-size", type=_positive_int, default=1, help="images per forward pass (default: 1)")
+    seg.add_argument("--outputs", type=_outputs, default=OUTPUT_KINDS, help="comma-separated subset of mask,overlay,figure (default: all)")
+    seg.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the mask, 0..1 (default: 0.5)")
+    seg.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
+    seg.add_argument("--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)")
+    seg.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+
+    models = sub.add_parser("models", parents=[common], help="list the available models and their published scores")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+# ---------------------------------------------------------------- models
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    infos = [model_info(name) for name in list_models()]
+    if args.json:
+        print(json.dumps([vars(i) for i in infos], indent=2))
+        return EXIT_OK
+    header = ("model", "classes", "mIoU", "pixAcc", "GFLOPS", "params", "size", "cached")
+    rows = [
+        (
+            i.name + (" (default)" if i.name == DEFAULT_MODEL else ""),
+            str(i.num_classes),
+            f"{i.miou:.1f}" if i.miou is not None else "-",
+            f"{i.pixel_acc:.1f}" if i.pixel_acc is not None else "-",
+            f"{i.gflops:.1f}",
+            f"{i.num_params / 1e6:.1f}M",
+            f"{i.file_size_mb:.1f} MB",
+            "yes" if i.cached else "no",
+        )
+        for i in infos
+    ]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths))))
+    print("mIoU / pixAcc: COCO val2017 with the 20 VOC classes (torchvision); GFLOPS: multiply-adds per 520x520 image")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- segment
+
+
+def _unique_names(images: list[InputImage], kinds: Sequence[str]) -> list[str]:
+    """Output stems such that no two images write the same file (e.g. 'a_overlay.jpg' vs 'a.jpg')."""
+    taken: set[str] = set()
+    names = []
+    for img in images:
+        name, n = img.name, 1
+        while any((name + _SUFFIX[k]).lower() in taken for k in kinds):
+            n += 1
+            name = f"{img.name}-{n}"
+        taken.update((name + _SUFFIX[k]).lower() for k in kinds)
+        names.append(name)
+    return names
+
+
+def _previous_summary(out: Path) -> dict[str, dict]:
+    try:
+        data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        return {entry["input"]: entry for entry in data.get("images", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _write_outputs(result, paths: dict[str, Path], alpha: float, title: str) -> None:
+    if "mask" in paths:
+        save_mask_png(paths["mask"], result.labels, result.palette)
+    if "overlay" in paths:
+        save_image(paths["overlay"], result.overlay(alpha))
+    if "figure" in paths:
+        fig = result.figure(title=title)
+        with atomic_open(paths["figure"]) as f:
+            fig.savefig(f, format="png", dpi=100)
+
+
+def _summary_entry(img: InputImage, result, paths: dict[str, Path], out: Path) -> dict:
+    h, w = result.labels.shape
+    return {
+        "input": str(img.path),
+        "width": w,
+        "height": h,
+        "seconds": round(result.seconds, 4),
+        "classes": [
+            {"index": c.index, "name": c.name, "pixels": c.pixels, "fraction": round(c.fraction, 6), "color": list(c.color)}
+            for c in result.classes
+        ],
+        "outputs": {k: p.relative_to(out).as_posix() for k, p in paths.items()},
+    }
+
+
+def _write_summary(out: Path, meta: dict, entries: list[dict], failures: list[dict]) -> None:
+    write_json(out / "summary.json", {**meta, "images": entries, "failed": failures})
+    rows = [
+        {"input": e["input"], "width": e["width"], "height": e["height"], "seconds": e["seconds"], "class_index": c["index"], "class_name": c["name"], "fraction": c["fraction"]}
+        for e in entries
+        for c in e["classes"]
+    ]
+    write_csv(out / "summary.csv", rows, ["input", "width", "height", "seconds", "class_index", "class_name", "fraction"])
+
+
+def _cmd_segment(args: argparse.Namespace, err) -> int:
+    from tqdm import tqdm
+
+    from .inference import SegmentationResult, Segmenter
+
+    images, problems = find_images(args.inputs)
+    if not images:
+        detail = "; ".join(f"{source}: {reason}" for source, reason in problems)
+        err(f"error: no images found ({detail}); give image files, folders or glob patterns")
+        return EXIT_CANNOT_START
+    for source, reason in problems:
+        err(f"error: {source}: {reason}")
+    try:
+        seg = Segmenter(args.model, weights=args.weights, device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed)
+    except (WeightsError, ValueError) as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        err(f"error: cannot create output folder {args.out} ({e.strerror}); choose another --out")
+        return EXIT_CANNOT_START
+    if not seg.loaded.meaningful:
+        err(f"warning: weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images")
+
+    meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size}
+    names = _unique_names(images, args.outputs)
+    previous = _previous_summary(args.out) if args.skip_existing else {}
+    entries: list[dict] = []
+    failures: list[dict] = [{"input": s, "error": r} for s, r in problems]
+    skipped = segmented = 0
+
+    def fail(source: str, reason: str) -> None:
+        failures.append({"input": source, "error": reason})
+        bar.write(f"error: {source}: {reason}", file=sys.stderr)
+
+    bar = tqdm(total=len(images), unit="img", desc="segment", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    interrupted = False
+    try:
+        for start in range(0, len(images), args.batch_size):
+            batch = []  # (InputImage, paths, PIL image, tensor)
+            for img, name in zip(images[start : start + args.batch_size], names[start : start + args.batch_size]):
+                paths = {k: args.out / (name + _SUFFIX[k]) for k in args.outputs}
+                if args.skip_existing and all(p.is_file() for p in paths.values()):
+                    skipped += 1
+                    if str(img.path) in previous:
+                        entries.append(previous[str(img.path)])
+                    bar.update(1)
+                    continue
+                try:
+                    pil = load_image(img.path, max_pixels=args.max_pixels)
+                    batch.append((img, paths, pil, seg.preprocess(pil)))
+                except (ImageLoadError, ValueError) as e:
+                    fail(str(img.path), getattr(e, "reason", str(e)))
+                    bar.update(1)
+            if not batch:
+                continue
+            predictions = seg.predict_tensors([b[3] for b in batch], [(b[2].height, b[2].width) for b in batch])
+            for (img, paths, pil, _), (labels, seconds) in zip(batch, predictions):
+                result = SegmentationResult(labels=labels, image=pil, categories=seg.categories, palette=seg.palette, seconds=seconds)
+                try:
+                    _write_outputs(result, paths, args.alpha, img.path.name)
+                    entries.append(_summary_entry(img, result, paths, args.out))
+                    segmented += 1
+                except OSError as e:
+                    fail(str(img.path), f"cannot write outputs ({e}); check free space and permissions of {args.out}")
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        _write_summary(args.out, meta, entries, failures)
+
+    line = f"{segmented} segmented, {skipped} skipped, {len(failures)} failed -> {args.out}/ (summary.json)"
+    if interrupted:
+        err(f"interrupted: {line}; run again with --skip-existing to resume")
+        return EXIT_INTERRUPTED
+    err(("done: " if not failures else "finished with errors: ") + line)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``seglens`` command; returns the exit code."""
+
+    def err(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    try:
+        if args.command == "models":
+            return _cmd_models(args)
+        return _cmd_segment(args, err)
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the one place that turns crashes into a clean line
+        if args.debug:
+            raise
+        err(f"error: {type(e).__name__}: {e} (run again with --debug for a traceback)")
+        return EXIT_CANNOT_START
+
+
+if __name__ == "__main__":
+    sys.exit(main())

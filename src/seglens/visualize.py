@@ -1,0 +1,255 @@
+"""Colour masks, overlays, class statistics and figures for label maps.
+
+Pure numpy + Pillow + matplotlib (no torch, no pyplot): every function returns a new array or
+``Figure`` and never prints, shows or writes files, so all of it is safe in worker threads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from PIL import Image
+
+__all__ = ["ClassStat", "class_stats", "colorize", "display_name", "figure", "overlay", "voc_palette"]
+
+_PANEL_INCHES = 4.0  # width of one image panel; its height follows the image's aspect ratio
+_MAX_PANEL_HEIGHT = 6.0  # very tall images shrink so the figure stays on a screen
+_LEGEND_COLUMN_INCHES = 1.9  # fits "pottedplant  100.0%" at the legend's font size
+_LEGEND_ROW_INCHES = 0.25
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC devkit colour map (``VOClabelcolormap.m``).
+
+    Bits (0, 1, 2) of the class index set the most significant bit of (R, G, B), bits (3, 4, 5)
+    the next one, and so on: 0 -> (0, 0, 0), 1 -> (128, 0, 0), 20 tvmonitor -> (0, 64, 128),
+    255 (VOC's "void") -> (224, 224, 192). All 256 colours are distinct.
+
+    Args:
+        n: number of colours, 1..256.
+
+    Returns:
+        (n, 3) uint8 array; a new array on every call.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 256:
+        raise ValueError(f"n must be an integer in 1..256 (the VOC map has 256 colours), got {n!r}")
+    bits = (np.arange(n)[:, None] >> np.arange(24)) & 1  # (n, 24): bit k of each index
+    bits = bits.reshape(n, 8, 3)  # [index, level, channel] = bit 3 * level + channel
+    weights = 1 << (7 - np.arange(8))  # level 0 -> 128, level 7 -> 1
+    return (bits * weights[None, :, None]).sum(axis=1).astype(np.uint8)
+
+
+def display_name(category: str) -> str:
+    """Human-readable class name: torchvision's ``"__background__"`` -> ``"background"``."""
+    return "background" if category == "__background__" else category
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be an (H, W) integer array of class indices, got shape {labels.shape} "
+            f"and dtype {labels.dtype}; convert with labels.astype(np.int64)"
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be non-negative class indices, got minimum {labels.min()}")
+    return labels
+
+
+def _check_palette(palette: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+    palette = voc_palette() if palette is None else np.asarray(palette)
+    if palette.ndim != 2 or palette.shape[1] != 3 or palette.dtype != np.uint8:
+        raise ValueError(
+            f"palette must be an (N, 3) uint8 array, got shape {palette.shape} and dtype {palette.dtype}"
+        )
+    if labels.size and labels.max() >= len(palette):
+        raise ValueError(
+            f"label value {labels.max()} is outside the palette of {len(palette)} colours; "
+            f"pass a palette with at least {labels.max() + 1} rows"
+        )
+    return palette
+
+
+def _as_rgb(image: Image.Image | np.ndarray, labels: np.ndarray) -> np.ndarray:
+    array = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(
+            "image must be a PIL image or an (H, W, 3) uint8 array, "
+            f"got shape {array.shape} and dtype {array.dtype}"
+        )
+    if array.shape[:2] != labels.shape:
+        raise ValueError(
+            f"image shape {array.shape} does not match labels shape {labels.shape}; resize one to the other"
+        )
+    return array
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
+    """Colour a label map by palette lookup.
+
+    Args:
+        labels: (H, W) integer class indices, each in ``0..len(palette) - 1``.
+        palette: (N, 3) uint8 colours; default ``voc_palette()``.
+
+    Returns:
+        (H, W, 3) uint8 array, ``palette[labels]``.
+    """
+    labels = _check_labels(labels)
+    return _check_palette(palette, labels)[labels]
+
+
+def overlay(
+    image: Image.Image | np.ndarray,
+    labels: np.ndarray,
+    palette: np.ndarray | None = None,
+    *,
+    alpha: float = 0.5,
+    background: int | None = 0,
+) -> np.ndarray:
+    """Blend the colour mask into the image.
+
+    Each pixel becomes ``np.rint((1 - alpha) * image + alpha * color)``, computed in float32;
+    ``np.rint`` rounds halves to even (50.5 -> 50, 51.5 -> 52), as ``cv2.addWeighted`` does.
+    Pixels whose label equals ``background`` keep the image's value.
+
+    Args:
+        image: PIL image (converted to RGB) or (H, W, 3) uint8 array.
+        labels: (H, W) integer class indices, same H, W as the image.
+        palette: (N, 3) uint8 colours; default ``voc_palette()``.
+        alpha: weight of the mask colour, 0 (image only) .. 1 (colour only).
+        background: label left untinted; ``None`` tints every pixel.
+
+    Returns:
+        (H, W, 3) uint8 array.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    labels = _check_labels(labels)
+    rgb = _as_rgb(image, labels)
+    color = colorize(labels, palette)
+    a = np.float32(alpha)
+    blended = np.rint((np.float32(1) - a) * rgb.astype(np.float32) + a * color.astype(np.float32))
+    out = np.clip(blended, 0, 255).astype(np.uint8)
+    if background is not None:
+        keep = labels == background
+        out[keep] = rgb[keep]
+    return out
+
+
+@dataclass(frozen=True)
+class ClassStat:
+    """One class present in a label map.
+
+    Attributes:
+        index: class index.
+        name: ``display_name(categories[index])``, or ``"class {index}"`` beyond the categories.
+        pixels: number of pixels with this label.
+        fraction: ``pixels / labels.size``.
+        color: the class's palette colour (R, G, B), 0..255.
+    """
+
+    index: int
+    name: str
+    pixels: int
+    fraction: float
+    color: tuple[int, int, int]
+
+
+def class_stats(
+    labels: np.ndarray, categories: Sequence[str], palette: np.ndarray | None = None
+) -> list[ClassStat]:
+    """Pixel counts of the classes present in a label map.
+
+    Args:
+        labels: (H, W) integer class indices.
+        categories: class names by index, e.g. ``weights.meta["categories"]``.
+        palette: (N, 3) uint8 colours; default ``voc_palette()``.
+
+    Returns:
+        One ``ClassStat`` per class with at least one pixel, most pixels first, ties by index.
+        Label values >= ``len(categories)`` (e.g. VOC's 255 "void") are named ``"class {i}"``.
+    """
+    labels = _check_labels(labels)
+    palette = _check_palette(palette, labels)
+    counts = np.bincount(labels.ravel())
+    present = np.flatnonzero(counts)
+    order = present[np.lexsort((present, -counts[present]))]
+    return [
+        ClassStat(
+            index=int(i),
+            name=display_name(categories[i]) if i < len(categories) else f"class {i}",
+            pixels=int(counts[i]),
+            fraction=float(counts[i] / labels.size),
+            color=(int(palette[i, 0]), int(palette[i, 1]), int(palette[i, 2])),
+        )
+        for i in order
+    ]
+
+
+def figure(
+    image: Image.Image | np.ndarray,
+    labels: np.ndarray,
+    categories: Sequence[str],
+    palette: np.ndarray | None = None,
+    *,
+    title: str | None = None,
+    alpha: float | None = None,
+) -> Figure:
+    """Image and colour mask side by side, with a legend of the classes present below them.
+
+    Built on ``matplotlib.figure.Figure`` without pyplot: no global state, no window, safe in
+    threads. Save it with ``fig.savefig(fileobj, format="png", dpi=100)``.
+
+    Args:
+        image: PIL image (converted to RGB) or (H, W, 3) uint8 array.
+        labels: (H, W) integer class indices, same H, W as the image.
+        categories: class names by index.
+        palette: (N, 3) uint8 colours; default ``voc_palette()``.
+        title: optional figure title.
+        alpha: if given, a third panel shows ``overlay(image, labels, palette, alpha=alpha)``.
+
+    Returns:
+        The Figure: 2 axes ('Image', 'Segmentation'), or 3 with 'Overlay'. Legend entries are
+        ``"name  12.3%"`` in ``class_stats`` order, patches in the mask's exact colours.
+    """
+    labels = _check_labels(labels)
+    rgb = _as_rgb(image, labels)
+    stats = class_stats(labels, categories, palette)
+    panels = [("Image", rgb), ("Segmentation", colorize(labels, palette))]
+    if alpha is not None:
+        panels.append(("Overlay", overlay(rgb, labels, palette, alpha=alpha)))
+
+    height, width = labels.shape
+    panel_w, panel_h = _PANEL_INCHES, _PANEL_INCHES * height / max(width, 1)
+    if panel_h > _MAX_PANEL_HEIGHT:
+        panel_w, panel_h = panel_w * _MAX_PANEL_HEIGHT / panel_h, _MAX_PANEL_HEIGHT
+    fig_w = max(panel_w * len(panels) + 0.4, 2 * _LEGEND_COLUMN_INCHES)
+    ncol = max(1, min(len(stats), int(fig_w // _LEGEND_COLUMN_INCHES)))
+    rows = math.ceil(len(stats) / ncol)
+    fig_h = panel_h + 0.5 + rows * _LEGEND_ROW_INCHES + (0.4 if title else 0.0)
+
+    # Constrained layout reserves room for an "outside" legend, so it never covers a panel.
+    fig = Figure(figsize=(fig_w, fig_h), layout="constrained")
+    for ax, (name, array) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        ax.imshow(array, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    handles = [
+        Patch(
+            facecolor=np.array(s.color) / 255,
+            edgecolor="0.4",  # a thin outline keeps black and near-white patches visible
+            linewidth=0.5,
+            label=f"{s.name}  {100 * s.fraction:.1f}%",
+        )
+        for s in stats
+    ]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small", frameon=False)
+    return fig

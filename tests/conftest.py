@@ -1,0 +1,73 @@
+"""Shared fixtures: real photographs that packages ship, and test-saved weights (never downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import get_model, get_model_weights
+
+PHOTOS = ("astronaut", "chelsea", "coffee")
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch, tmp_path_factory):
+    """Every test runs with an empty private torch hub cache and downloads switched off."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("SEGLENS_OFFLINE", "1")
+
+
+def photo(name: str) -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)())
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Image.Image]:
+    """Three real photographs of different sizes: 512x512, 451x300, 600x400."""
+    return [photo(n) for n in PHOTOS]
+
+
+def calibrated_model(name: str, *, num_classes: int = 21, seed: int = 0) -> torch.nn.Module:
+    """A seeded random model whose BatchNorm statistics come from real photographs.
+
+    Plain random init leaves BN at mean 0 / var 1 and gives near-constant label maps; one
+    train-mode pass over real images makes the labels vary across each image, so label-equality
+    tests compare something. Built like the official checkpoints: aux head included where the
+    family has one.
+    """
+    torch.manual_seed(seed)
+    kwargs = {} if name.startswith("lraspp") else {"aux_loss": True}
+    model = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average over the calibration pass
+    tf = get_model_weights(name).DEFAULT.transforms()
+    batch = torch.stack([tf(photo(n).resize((256, 256))) for n in PHOTOS])
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """Factory: path of a saved calibrated state dict (.pth) for a model name, cached per session."""
+    cache: dict[str, object] = {}
+
+    def make(name: str = "lraspp_mobilenet_v3_large"):
+        if name not in cache:
+            path = tmp_path_factory.mktemp("weights") / f"{name}.pth"
+            torch.save(calibrated_model(name).state_dict(), path)
+            cache[name] = path
+        return cache[name]
+
+    return make
+
+
+def varied(labels: np.ndarray) -> bool:
+    """At least two classes with 1% of the pixels each: a label map worth comparing."""
+    counts = np.bincount(labels.ravel())
+    return int((counts > 0.01 * labels.size).sum()) >= 2
