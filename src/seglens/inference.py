@@ -24,7 +24,7 @@ __all__ = ["SegmentationResult", "Segmenter", "resolve_device", "upsample_argmax
 
 # Upsampled logits are C x H x W float32: 21 classes at 100 MP would be 8.4 GB. Above this many
 # bytes, classes are upsampled a few at a time with a running max (same labels, bounded memory).
-_UPSAMPLE_BUDGET_BYTES = 256 * 2**20
+_UPSAMPLE_BUDGET_BYTES = 1024 * 2**20
 # A 1000:1 panorama resized to a 520-pixel short side would be a 520 000-pixel-long tensor.
 _MAX_MODEL_PIXELS = 520 * 520 * 64
 
@@ -64,22 +64,20 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], *, budget_bytes
         where a channel slice may differ in the last bit.)
     """
     num_classes = logits.shape[0]
-    per_class = size[0] * size[1] * 4
-    chunk = max(1, budget_bytes // per_class)
+    chunk = max(1, budget_bytes // (size[0] * size[1] * 4))
     if chunk >= num_classes:
         return F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
     best_val = best_idx = None
     for start in range(0, num_classes, chunk):
         up = F.interpolate(logits[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
         val, idx = up.max(0)
-        idx += start
+        del up
         if best_val is None:
             best_val, best_idx = val, idx
-        else:
-            better = val > best_val  # strict: earlier classes win ties, as argmax does
-            best_val = torch.where(better, val, best_val)
-            best_idx = torch.where(better, idx, best_idx)
-        del up
+            continue
+        better = val > best_val  # strict: earlier classes win ties, as argmax does
+        torch.maximum(best_val, val, out=best_val)
+        best_idx.masked_scatter_(better, idx[better] + start)
     return best_idx
 
 
