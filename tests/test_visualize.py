@@ -389,5 +389,37 @@ def test_module_source_has_no_torch_pyplot_print_or_open():
 
 def test_all_lists_the_public_api():
     assert sorted(visualize.__all__) == [
-        "ClassStat", "class_stats", "colorize", "display_name", "figure", "overlay", "voc_palette",
+        "ClassStat", "class_stats", "colorize", "comparison_figure", "display_name", "error_map",
+        "figure", "overlay", "voc_palette",
     ]  # fmt: skip
+
+
+def test_error_map_exact():
+    image = np.full((2, 3, 3), 100, dtype=np.uint8)  # gray 100 -> dimmed to 50
+    target = np.array([[0, 1, 255], [2, 2, 1]])
+    pred = np.array([[0, 2, 1], [2, 1, 1]])
+    out = visualize.error_map(image, target, pred)
+    # (0,0) right, (0,1) wrong, (0,2) ignored, (1,0) right, (1,1) wrong, (1,2) right
+    expected = np.array(
+        [[[50, 50, 50], [255, 0, 0], [224, 224, 192]], [[50, 50, 50], [255, 0, 0], [50, 50, 50]]], dtype=np.uint8
+    )
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match=r"target \(2, 3\) and prediction \(3, 2\) differ"):
+        visualize.error_map(image, target, pred.T)
+
+
+def test_comparison_figure_panels_and_legend():
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    target = np.zeros((20, 30), dtype=np.uint8)
+    target[:10] = 15  # person: half the ground truth
+    target[-2:] = 255
+    pred = np.zeros((20, 30), dtype=np.uint8)
+    pred[:5] = 15  # a quarter predicted person
+    pred[5:10] = 8  # a quarter cat, absent from the ground truth
+    cats = ["__background__"] + [f"c{i}" for i in range(1, 21)]
+    cats[15], cats[8] = "person", "cat"
+    fig = visualize.comparison_figure(image, target, pred, cats)
+    assert [ax.get_title() for ax in fig.axes] == ["Image", "Ground truth", "Prediction", "Errors"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    # background: 10 of 20 rows -> 40.0% of gt (rows 10..17) / 50.0% of prediction
+    assert labels == ["background  40.0% / 50.0%", "cat  - / 25.0%", "person  50.0% / 25.0%", "wrong", "no ground truth"]

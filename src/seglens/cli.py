@@ -7,6 +7,7 @@ model, weights missing or unreadable, no images found); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -16,6 +17,10 @@ from pathlib import Path
 from . import __version__
 from .io import DEFAULT_MAX_PIXELS, ImageLoadError, InputImage, atomic_open, find_images, load_image, save_image, save_mask_png, write_csv, write_json
 from .models import DEFAULT_MODEL, WeightsError, list_models, model_info
+
+# Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
+from .datasets import DATASET_KINDS  # noqa: E402
+from .evaluate import PROTOCOLS  # noqa: E402
 
 __all__ = ["build_parser", "main"]
 
@@ -78,6 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
     seg.add_argument("--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)")
     seg.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+
+    ev = sub.add_parser("eval", parents=[common], help="score a model on a labelled dataset; write metrics.json, report.md, report.html")
+    ev.add_argument("--dataset", required=True, choices=DATASET_KINDS, help="voc (VOCdevkit layout), coco-voc (COCO with the 20 VOC classes), folder (images/ + masks/)")
+    ev.add_argument("--root", required=True, type=Path, help="dataset folder")
+    ev.add_argument("--split", default="val", help="voc: ImageSets/Segmentation/SPLIT.txt; coco-voc: SPLIT2017 (default: val)")
+    ev.add_argument("--classes", type=Path, help="folder: class names, one per line")
+    ev.add_argument("--ignore-index", type=int, default=255, help="label value that is not scored (default: 255)")
+    ev.add_argument("-o", "--out", type=Path, default=Path("seglens_eval"), help="report folder (default: %(default)s)")
+    ev.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
+    ev.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors state dict")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ev.add_argument("--protocol", choices=PROTOCOLS, help="torchvision (default for voc, coco-voc: 520-pixel short side, as the published numbers) or native (full resolution; default for folder)")
+    ev.add_argument("--tta", help="test-time augmentation: 'flip' or 'scales=0.75,1.0,1.25[,flip]'")
+    ev.add_argument("--compare-tta", action="store_true", help="also score plain inference in the same run and report the gain")
+    ev.add_argument("--limit", type=_positive_int, help="only the first N images (a quick look)")
+    ev.add_argument("--strict", action="store_true", help="stop before scoring if the labels have problems")
+    ev.add_argument("--worst", type=int, default=8, help="how many worst images to render (default: 8)")
+    ev.add_argument("--boundary-width", type=_positive_int, default=5, help="band around ground-truth boundaries, in pixels (default: 5)")
+    ev.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     models = sub.add_parser("models", parents=[common], help="list the available models and their published scores")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -255,6 +279,58 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+# ---------------------------------------------------------------- eval
+
+
+def _cmd_eval(args: argparse.Namespace, err) -> int:
+    from tqdm import tqdm
+
+    from .datasets import DatasetError, open_dataset, validate_labels
+    from .evaluate import TTA, EvalConfig, evaluate, write_worst
+    from .inference import Segmenter
+    from .report import summary_line, write_report
+
+    try:
+        tta = TTA.parse(args.tta) if args.tta else None
+        if args.compare_tta and tta is None:
+            raise ValueError("--compare-tta needs --tta (e.g. --tta flip)")
+        dataset = open_dataset(args.dataset, args.root, split=args.split, classes_file=args.classes, ignore_index=args.ignore_index, limit=args.limit)
+        if len(dataset) == 0:
+            raise DatasetError(f"{args.root}: the dataset has no images with masks")
+        seg = Segmenter(args.model, weights=args.weights, device=args.device, progress=not args.quiet, seed=args.seed)
+        n = len(seg.categories)
+        if dataset.categories is not None and len(dataset.categories) != n:
+            raise DatasetError(f"{args.classes or args.root}: the dataset has {len(dataset.categories)} classes, the model {n}; pass weights with {len(dataset.categories)} classes or fix the class list")
+    except (DatasetError, WeightsError, ValueError) as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    if not seg.loaded.meaningful:
+        err(f"warning: weights are a {seg.loaded.weights_tag}: the scores measure nothing but the pipeline")
+
+    with tqdm(total=len(dataset), unit="img", desc="check labels", file=sys.stderr, disable=args.quiet, dynamic_ncols=True) as bar:
+        problems = validate_labels(dataset, n, progress=bar.update)
+    for p in problems[:20]:
+        err(f"label problem: {p.path}: {p.kind}: {p.detail}")
+    if len(problems) > 20:
+        err(f"label problem: ... and {len(problems) - 20} more (all listed in the report)")
+    if problems and args.strict:
+        err(f"error: {len(problems)} label problems; fix them or run without --strict to score anyway")
+        return EXIT_CANNOT_START
+
+    protocol = args.protocol or ("native" if args.dataset == "folder" else "torchvision")
+    config = EvalConfig(protocol=protocol, tta=tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width, worst=max(0, args.worst))
+    with tqdm(total=len(dataset), unit="img", desc="eval", file=sys.stderr, disable=args.quiet, dynamic_ncols=True) as bar:
+        result = evaluate(seg, dataset, config, progress=bar.update)
+    for s in result.metrics["skipped"]:
+        err(f"error: {s['error']}")
+    result.metrics["label_problems"] = [dataclasses.asdict(p) for p in problems]
+    result.metrics["worst"] = write_worst(result, args.out, seg, ignore_index=dataset.ignore_index)
+    paths = write_report(result.metrics, args.out)
+    print(summary_line(result.metrics))
+    err(f"report: {paths['html']} ({paths['md'].name}, {paths['metrics'].name})")
+    return EXIT_SOME_FAILED if result.metrics["skipped"] else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seglens`` command; returns the exit code."""
 
@@ -269,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "eval":
+            return _cmd_eval(args, err)
         return _cmd_segment(args, err)
     except KeyboardInterrupt:
         err("interrupted")

@@ -15,7 +15,17 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image
 
-__all__ = ["ClassStat", "class_stats", "colorize", "display_name", "figure", "overlay", "voc_palette"]
+__all__ = [
+    "ClassStat",
+    "class_stats",
+    "colorize",
+    "comparison_figure",
+    "display_name",
+    "error_map",
+    "figure",
+    "overlay",
+    "voc_palette",
+]
 
 _DISPLAY_PIXELS = 1200  # long side of a panel's picture; 4 inches at up to 300 dpi
 _PANEL_INCHES = 4.0  # width of one image panel; its height follows the image's aspect ratio
@@ -194,18 +204,19 @@ def class_stats(
     ]
 
 
-def _display_size(rgb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink both to at most _DISPLAY_PIXELS on the long side: a panel shows no more than that,
-    and drawing a 50 MP photo would take matplotlib tens of seconds. Labels use nearest-neighbour
-    so no colour appears that is not a class; the legend's percentages come from the full map."""
-    height, width = labels.shape
+def _display_size(rgb: np.ndarray, *label_maps: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Shrink the image and its label maps to at most _DISPLAY_PIXELS on the long side: a panel
+    shows no more than that, and drawing a 50 MP photo would take matplotlib tens of seconds.
+    Label maps use nearest-neighbour so no colour appears that is not a class; legends take their
+    percentages from the full maps."""
+    height, width = rgb.shape[:2]
     scale = _DISPLAY_PIXELS / max(height, width)
     if scale >= 1:
-        return rgb, labels
+        return (rgb, *label_maps)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-    small_labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(size, Image.Resampling.NEAREST))
-    return small_rgb, small_labels
+    nearest = Image.Resampling.NEAREST
+    return (small_rgb, *(np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, nearest)) for m in label_maps))
 
 
 def figure(
@@ -270,4 +281,73 @@ def figure(
     ]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small", frameon=False)
+    return fig
+
+
+_WRONG = (255, 0, 0)
+_IGNORED = (224, 224, 192)  # VOC's "void" colour
+
+
+def error_map(image: Image.Image | np.ndarray, target: np.ndarray, pred: np.ndarray, *, ignore_index: int = 255) -> np.ndarray:
+    """Where a prediction is wrong: a dimmed grey copy of the image, wrong pixels in red,
+    pixels without ground truth (``ignore_index``) in VOC's void colour.
+
+    Args:
+        image: PIL image or (H, W, 3) uint8 array.
+        target, pred: (H, W) integer class indices.
+
+    Returns:
+        (H, W, 3) uint8 array.
+    """
+    target, pred = _check_labels(target), _check_labels(pred)
+    if target.shape != pred.shape:
+        raise ValueError(f"target {target.shape} and prediction {pred.shape} differ in shape")
+    gray = np.asarray(Image.fromarray(_as_rgb(image, target)).convert("L"))
+    out = np.repeat((gray // 2)[..., None], 3, axis=2)
+    ignored = target == ignore_index
+    out[(target != pred) & ~ignored] = _WRONG
+    out[ignored] = _IGNORED
+    return out
+
+
+def comparison_figure(
+    image: Image.Image | np.ndarray,
+    target: np.ndarray,
+    pred: np.ndarray,
+    categories: Sequence[str],
+    palette: np.ndarray | None = None,
+    *,
+    ignore_index: int = 255,
+    title: str | None = None,
+) -> Figure:
+    """Image | ground truth | prediction | error map, with a legend of the classes in either map.
+
+    Legend entries give each class's share of the ground truth and of the prediction
+    (``"cat  12.3% / 9.8%"``), then the error map's two colours.
+    """
+    target, pred = _check_labels(target), _check_labels(pred)
+    rgb = _as_rgb(image, target)
+    gt_stats = {c.index: c for c in class_stats(target, categories, palette)}
+    pred_stats = {c.index: c for c in class_stats(pred, categories, palette)}
+    palette = _check_palette(palette, np.maximum(target.max(initial=0), pred.max(initial=0)).reshape(1, 1))
+    rgb, target, pred = _display_size(rgb, target, pred)
+    errors = error_map(rgb, target, pred, ignore_index=ignore_index)
+    small = [rgb, colorize(target, palette), colorize(pred, palette), errors]
+    height, width = small[0].shape[:2]
+    panel_w, panel_h = 3.2, 3.2 * height / max(width, 1)
+    fig = Figure(figsize=(panel_w * 4 + 0.4, panel_h + 1.6 + (0.4 if title else 0.0)), layout="constrained")
+    for ax, name, array in zip(fig.subplots(1, 4), ("Image", "Ground truth", "Prediction", "Errors"), small):
+        ax.imshow(array, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    handles = []
+    for index in sorted((set(gt_stats) | set(pred_stats)) - {ignore_index}):  # ignore has its own entry
+        stat = gt_stats.get(index) or pred_stats[index]
+        shares = [f"{100 * d[index].fraction:.1f}%" if index in d else "-" for d in (gt_stats, pred_stats)]
+        handles.append(Patch(facecolor=np.array(stat.color) / 255, edgecolor="0.4", linewidth=0.5, label=f"{stat.name}  {shares[0]} / {shares[1]}"))
+    handles.append(Patch(facecolor=np.array(_WRONG) / 255, label="wrong"))
+    handles.append(Patch(facecolor=np.array(_IGNORED) / 255, edgecolor="0.4", linewidth=0.5, label="no ground truth"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize="small", frameon=False, title="class  ground truth / prediction", title_fontsize="small")
     return fig

@@ -1,0 +1,183 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from seglens import Segmenter
+from seglens.cli import main
+from seglens.datasets import open_dataset
+from seglens.evaluate import TTA, EvalConfig, _logits, _torchvision_inputs, evaluate, write_worst
+from seglens.visualize import voc_palette
+from tests.conftest import varied
+
+SMALL = "lraspp_mobilenet_v3_large"
+
+
+@pytest.fixture(scope="module")
+def seg(weights_file):
+    return Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
+
+
+def save_mask(path, labels):
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(voc_palette().ravel().tolist())
+    im.save(path)
+
+
+@pytest.fixture
+def self_labelled(tmp_path, photos, seg):
+    """A folder dataset whose masks are the model's own native predictions: a perfect score."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    labels = []
+    for name, im in zip(("a", "b", "c"), photos):
+        im.save(root / "images" / f"{name}.png")
+        lab = seg(im).labels
+        assert varied(lab)
+        save_mask(root / "masks" / f"{name}.png", lab)
+        labels.append(lab)
+    return root, labels
+
+
+def test_torchvision_protocol_resizes_like_the_reference(seg, photos):
+    from seglens.datasets import Sample
+
+    image = photos[1]  # 451 x 300
+    target = np.zeros((300, 451), dtype=np.uint8)
+    target[:, 200:] = 8
+    target[:5] = 255
+    x, t, shown = _torchvision_inputs(seg, Sample(name="x", image=image, target=target, instances=None))
+    # torchvision: short side 300 -> 520, long side int(520 * 451 / 300) = 781
+    assert x.shape == (3, 520, 781) and t.shape == (520, 781) and shown.size == (781, 520)
+    # The reference: PIL bilinear for the image, nearest for the target, then /255 and normalise.
+    ref_img = TF.resize(image, 520)
+    ref_x = TF.normalize(TF.to_tensor(ref_img), mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    assert torch.allclose(x, ref_x, atol=1e-6)
+    ref_t = np.asarray(TF.resize(Image.fromarray(target), 520, interpolation=TF.InterpolationMode.NEAREST))
+    np.testing.assert_array_equal(t, ref_t)
+    assert set(np.unique(t)) == {0, 8, 255}  # nearest: no new values
+
+
+def test_perfect_predictions_score_100(self_labelled, seg):
+    root, labels = self_labelled
+    ds = open_dataset("folder", root)
+    result = evaluate(seg, ds, EvalConfig(protocol="native"))
+    m = result.metrics
+    assert m["miou"] == 100.0 and m["pixel_acc"] == 100.0 and m["mean_acc"] == 100.0
+    assert m["top_confusions"] == []
+    total = sum(lab.size for lab in labels)
+    assert sum(c["gt_pixels"] for c in m["per_class"].values()) == total
+    present = set(np.unique(np.concatenate([lab.ravel() for lab in labels])))
+    assert {c["index"] for c in m["per_class"].values() if not c["absent"]} == present
+    assert m["boundary"]["band_acc"] == 100.0 and m["boundary"]["interior_acc"] == 100.0
+    assert [p["miou"] for p in m["per_image"]] == [100.0, 100.0, 100.0]
+
+
+def test_known_errors_give_exact_numbers(self_labelled, seg):
+    root, labels = self_labelled
+    # Image "a" (512 x 512): shift the class of its first 64 rows by one (every one of those
+    # pixels becomes wrong) and mark the next 64 rows as ignore (not scored).
+    lab = labels[0].copy()
+    lab[:64] = (labels[0][:64] + 1) % 21
+    lab[64:128] = 255
+    save_mask(root / "masks" / "a.png", lab)
+    m = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native")).metrics
+    total = sum(x.size for x in labels) - 64 * 512  # ignored rows are not counted
+    wrong = 64 * 512
+    assert m["pixel_acc"] == pytest.approx(100 * (total - wrong) / total, abs=1e-4)
+    # rows = ground truth, columns = prediction (the unmodified labels), ignore left out
+    expected = np.zeros((21, 21), dtype=np.int64)
+    for target, pred in zip([lab, labels[1], labels[2]], labels):
+        keep = target != 255
+        np.add.at(expected, (target[keep], pred[keep]), 1)
+    np.testing.assert_array_equal(np.array(m["confusion_matrix"]), expected)
+    assert m["per_image"][0]["miou"] < 100.0 and m["per_image"][1]["miou"] == 100.0
+    assert result_worst_order(seg, root) == ["a"]
+
+
+def result_worst_order(seg, root):
+    r = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native", worst=1))
+    return [w.name for w in r.worst]
+
+
+def test_tta_logits_average_the_augmentations(seg, photos):
+    x = seg.preprocess(photos[1])  # (3, 520, 781): odd width exercises the resize round trip
+    plain, same = _logits(seg.model, x, None, seg.device)
+    assert same is not None and torch.equal(plain, same)
+    with torch.no_grad():
+        f = seg.model(x[None])["out"][0]
+        g = seg.model(x.flip(-1)[None])["out"][0].flip(-1)
+    flip, p = _logits(seg.model, x, TTA.parse("flip"), seg.device)
+    assert torch.allclose(flip, (f + g) / 2, atol=1e-5) and torch.equal(p, f)
+    multi, p = _logits(seg.model, x, TTA.parse("scales=0.75,1.25,flip"), seg.device)
+    assert multi.shape == f.shape and p is None  # no plain member: scale 1 is not among them
+
+
+def test_tta_parsing():
+    assert TTA.parse("flip") == TTA(scales=(1.0,), flip=True)
+    assert TTA.parse("scales=0.75,1.0,1.25,flip") == TTA(scales=(0.75, 1.0, 1.25), flip=True)
+    assert str(TTA.parse("scales=0.5,1")) == "scales=0.5,1"
+    with pytest.raises(ValueError, match="use 'flip' or 'scales="):
+        TTA.parse("rotate")
+    with pytest.raises(ValueError, match="scales must be numbers"):
+        TTA.parse("scales=a,b")
+
+
+def test_compare_tta_reports_the_gain(self_labelled, seg):
+    root, _ = self_labelled
+    m = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native", tta=TTA.parse("flip"), compare_tta=True)).metrics
+    c = m["tta_comparison"]
+    assert c["plain"]["miou"] == 100.0  # the masks are the plain predictions
+    assert c["tta"]["miou"] == m["miou"] and c["gain_miou"] == pytest.approx(m["miou"] - 100.0, abs=1e-3)
+    assert m["tta"] == "flip"
+
+
+def test_write_worst(self_labelled, seg, tmp_path):
+    root, _ = self_labelled
+    r = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native", worst=2))
+    entries = write_worst(r, tmp_path / "out", seg)
+    assert [e["file"] for e in entries] == [f"worst/01_{r.worst[0].name}.png", f"worst/02_{r.worst[1].name}.png"]
+    assert Image.open(tmp_path / "out" / entries[0]["file"]).format == "PNG"
+
+
+def test_cli_eval_end_to_end(self_labelled, tmp_path, capsys, weights_file):
+    root, labels = self_labelled
+    (root / "masks" / "c.png").unlink()  # an image without a mask: reported, not scored
+    out = tmp_path / "report"
+    code = main(["eval", "--dataset", "folder", "--root", str(root), "--model", SMALL, "--weights", str(weights_file(SMALL)), "--out", str(out), "-q"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "missing_mask" in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["miou"] == 100.0 and m["pixel_acc"] == 100.0 and m["protocol"] == "native"
+    assert m["dataset"]["images"] == 2
+    assert "person" in m["per_class"] and m["per_class"]["background"]["index"] == 0
+    for f in ("report.md", "report.html", "metrics.json"):
+        assert (out / f).is_file()
+    assert stdout.startswith(f"{SMALL} on folder")
+
+
+def test_cli_eval_strict_stops_on_label_problems(tmp_path, capsys, photos, weights_file):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    photos[1].save(root / "images" / "cat.jpg")
+    binary = np.zeros((300, 451), dtype=np.uint8)
+    binary[100:200, 100:300] = 255  # a 0/255 binary mask where class indices are expected
+    Image.fromarray(binary, mode="L").save(root / "masks" / "cat.png")
+    out = tmp_path / "report"
+    code = main(["eval", "--dataset", "folder", "--root", str(root), "--model", SMALL, "--weights", str(weights_file(SMALL)), "--out", str(out), "--strict", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "binary_mask" in err and "label problems" in err
+    assert not (out / "metrics.json").exists()
+
+
+def test_cli_eval_missing_root(tmp_path, capsys):
+    code = main(["eval", "--dataset", "voc", "--root", str(tmp_path / "nope"), "--weights", "random"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
