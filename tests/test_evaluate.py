@@ -181,3 +181,19 @@ def test_cli_eval_missing_root(tmp_path, capsys):
     code = main(["eval", "--dataset", "voc", "--root", str(tmp_path / "nope"), "--weights", "random"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+from tests.test_datasets import coco  # noqa: E402,F401  (fixture: a tiny COCO val2017 layout)
+
+
+def test_coco_voc_reports_published_numbers_beside_measured(coco, seg):
+    root, _ = coco
+    ds = open_dataset("coco-voc", root)
+    m = evaluate(seg, ds, EvalConfig(protocol="torchvision")).metrics
+    # lraspp_mobilenet_v3_large's torchvision meta: 57.9 mIoU / 91.2 pixel acc on COCO-val2017-VOC-labels
+    assert m["published"]["miou"] == 57.9 and m["published"]["pixel_acc"] == 91.2
+    assert "not them" in m["published"]["source"]  # test weights, not the official file
+    assert m["size"]["unit"].startswith("pixels of a ground-truth region") and "instance masks" in m["size"]["unit"]
+    # regions come from the instance masks: the 84x4 image alone holds 20 one-class rectangles
+    assert sum(b["regions"] for b in m["size"]["buckets"].values()) >= 20
+    assert evaluate(seg, ds, EvalConfig(protocol="native")).metrics["published"] is None
