@@ -10,7 +10,8 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the mask, 0..1 (default: 0.5)")
     seg.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
     seg.add_argument("--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)")
+    seg.add_argument("--workers", type=int, default=2, help="threads reading images ahead of the model (default: 2; 0: none)")
     seg.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     ev = sub.add_parser("eval", parents=[common], help="score a model on a labelled dataset; write metrics.json, report.md, report.html")
@@ -201,7 +203,7 @@ def _write_summary(out: Path, meta: dict, entries: list[dict], failures: list[di
 def _cmd_segment(args: argparse.Namespace, err) -> int:
     from tqdm import tqdm
 
-    from .inference import SegmentationResult, Segmenter
+    from .inference import Segmenter
 
     images, problems = find_images(args.inputs)
     if not images:
@@ -226,7 +228,6 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size}
     names = _unique_names(images, args.outputs)
     previous = _previous_summary(args.out) if args.skip_existing else {}
-    entries: list[dict] = []
     failures: list[dict] = [{"input": s, "error": r} for s, r in problems]
     skipped = segmented = 0
 
@@ -234,42 +235,55 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
         failures.append({"input": source, "error": reason})
         bar.write(f"error: {source}: {reason}", file=sys.stderr)
 
-    bar = tqdm(total=len(images), unit="img", desc="segment", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    todo = []  # (index, InputImage, paths) still to segment
+    done: dict[int, dict] = {}  # index -> summary entry, so the summary keeps input order
+    for i, (img, name) in enumerate(zip(images, names)):
+        paths = {k: args.out / (name + _SUFFIX[k]) for k in args.outputs}
+        if args.skip_existing and all(p.is_file() for p in paths.values()):
+            skipped += 1
+            if str(img.path) in previous:
+                done[i] = previous[str(img.path)]
+        else:
+            todo.append((i, img, paths))
+
+    def write(i, img, paths, result):
+        _write_outputs(result, paths, args.alpha, img.path.name)
+        return _summary_entry(img, result, paths, args.out)
+
+    def finish(i, img, future) -> None:
+        nonlocal segmented
+        try:
+            done[i] = future.result()
+            segmented += 1
+        except OSError as e:
+            fail(str(img.path), f"cannot write outputs ({e}); check free space and permissions of {args.out}")
+        bar.update(1)
+
+    bar = tqdm(total=len(images), initial=skipped, unit="img", desc="segment", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    # Outputs are encoded in a writer thread while the model works on the next images.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="seglens-write")
+    pending: deque = deque()
     interrupted = False
     try:
-        for start in range(0, len(images), args.batch_size):
-            batch = []  # (InputImage, paths, PIL image, tensor)
-            for img, name in zip(images[start : start + args.batch_size], names[start : start + args.batch_size]):
-                paths = {k: args.out / (name + _SUFFIX[k]) for k in args.outputs}
-                if args.skip_existing and all(p.is_file() for p in paths.values()):
-                    skipped += 1
-                    if str(img.path) in previous:
-                        entries.append(previous[str(img.path)])
-                    bar.update(1)
-                    continue
-                try:
-                    pil = load_image(img.path, max_pixels=args.max_pixels)
-                    batch.append((img, paths, pil, seg.preprocess(pil)))
-                except (ImageLoadError, ValueError) as e:
-                    fail(str(img.path), getattr(e, "reason", str(e)))
-                    bar.update(1)
-            if not batch:
-                continue
-            predictions = seg.predict_tensors([b[3] for b in batch], [(b[2].height, b[2].width) for b in batch])
-            for (img, paths, pil, _), (labels, seconds) in zip(batch, predictions):
-                result = SegmentationResult(labels=labels, image=pil, categories=seg.categories, palette=seg.palette, seconds=seconds)
-                try:
-                    _write_outputs(result, paths, args.alpha, img.path.name)
-                    entries.append(_summary_entry(img, result, paths, args.out))
-                    segmented += 1
-                except OSError as e:
-                    fail(str(img.path), f"cannot write outputs ({e}); check free space and permissions of {args.out}")
+        load = lambda item: load_image(item[1].path, max_pixels=args.max_pixels)  # noqa: E731
+        for (i, img, paths), result in seg.stream(todo, load, workers=args.workers):
+            if isinstance(result, Exception):
+                if args.debug and not isinstance(result, (ImageLoadError, ValueError)):
+                    raise result
+                fail(str(img.path), getattr(result, "reason", None) or str(result) or type(result).__name__)
                 bar.update(1)
+                continue
+            pending.append((i, img, writer.submit(write, i, img, paths, result)))
+            while pending and (pending[0][2].done() or len(pending) > 2):  # at most 2 results held
+                finish(*pending.popleft())
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        while pending:  # every started write completes (or fails) before the summary
+            finish(*pending.popleft())
+        writer.shutdown(wait=True)
         bar.close()
-        _write_summary(args.out, meta, entries, failures)
+        _write_summary(args.out, meta, [done[i] for i in sorted(done)], failures)
 
     line = f"{segmented} segmented, {skipped} skipped, {len(failures)} failed -> {args.out}/ (summary.json)"
     if interrupted:
