@@ -423,3 +423,11 @@ def test_comparison_figure_panels_and_legend():
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     # background: 10 of 20 rows -> 40.0% of gt (rows 10..17) / 50.0% of prediction
     assert labels == ["background  40.0% / 50.0%", "cat  - / 25.0%", "person  50.0% / 25.0%", "wrong", "no ground truth"]
+
+
+def test_tiny_classes_never_read_as_zero_percent():
+    labels = np.zeros((100, 100), dtype=np.uint8)
+    labels[0, 0] = 15  # 1 pixel of 10 000: 0.01%
+    labels[1, :6] = 8  # 6 pixels: 0.06% rounds to 0.1%
+    fig = visualize.figure(np.zeros((100, 100, 3), dtype=np.uint8), labels, ["__background__"] + ["x"] * 7 + ["cat"] + ["x"] * 6 + ["person"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background  99.9%", "cat  0.1%", "person  <0.1%"]

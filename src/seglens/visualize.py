@@ -204,6 +204,11 @@ def class_stats(
     ]
 
 
+def _percent(fraction: float) -> str:
+    """One decimal; a class that is present never reads as 0.0%."""
+    return "<0.1%" if 0 < fraction < 0.0005 else f"{100 * fraction:.1f}%"
+
+
 def _display_size(rgb: np.ndarray, *label_maps: np.ndarray) -> tuple[np.ndarray, ...]:
     """Shrink the image and its label maps to at most _DISPLAY_PIXELS on the long side: a panel
     shows no more than that, and drawing a 50 MP photo would take matplotlib tens of seconds.
@@ -275,7 +280,7 @@ def figure(
             facecolor=np.array(s.color) / 255,
             edgecolor="0.4",  # a thin outline keeps black and near-white patches visible
             linewidth=0.5,
-            label=f"{s.name}  {100 * s.fraction:.1f}%",
+            label=f"{s.name}  {_percent(s.fraction)}",
         )
         for s in stats
     ]
@@ -345,7 +350,7 @@ def comparison_figure(
     handles = []
     for index in sorted((set(gt_stats) | set(pred_stats)) - {ignore_index}):  # ignore has its own entry
         stat = gt_stats.get(index) or pred_stats[index]
-        shares = [f"{100 * d[index].fraction:.1f}%" if index in d else "-" for d in (gt_stats, pred_stats)]
+        shares = [_percent(d[index].fraction) if index in d else "-" for d in (gt_stats, pred_stats)]
         handles.append(Patch(facecolor=np.array(stat.color) / 255, edgecolor="0.4", linewidth=0.5, label=f"{stat.name}  {shares[0]} / {shares[1]}"))
     handles.append(Patch(facecolor=np.array(_WRONG) / 255, label="wrong"))
     handles.append(Patch(facecolor=np.array(_IGNORED) / 255, edgecolor="0.4", linewidth=0.5, label="no ground truth"))
