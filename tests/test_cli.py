@@ -192,3 +192,31 @@ def test_models_table(capsys):
     assert [line.split()[0] for line in lines[1:7]] == list_models()
     code, out, _ = run(capsys, "models", "--json")
     assert [m["name"] for m in json.loads(out)][2] == "deeplabv3_resnet50"
+
+
+def test_export_then_segment_with_onnxruntime_and_int8(tmp_path, capsys, monkeypatch, photos, weights_file):
+    monkeypatch.setenv("SEGLENS_CACHE", str(tmp_path / "cache"))
+    w = weights_file(SMALL)
+    code, out, _ = run(capsys, "export", "--format", "onnx", "--model", SMALL, "--weights", w, "-q")
+    assert code == 0
+    onnx_path = out.strip()
+    assert onnx_path.endswith("model.onnx") and os.path.isfile(onnx_path)
+    img = tmp_path / "cat.png"
+    photos[1].save(img)
+    expected = Segmenter(SMALL, weights=w, device="cpu")(img).labels
+    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "ort", "--model", SMALL, "--weights", w, "--backend", "onnxruntime", "--outputs", "mask", "-q")
+    assert code == 0, err
+    assert (np.array(Image.open(tmp_path / "ort" / "cat.png")) == expected).mean() >= 0.9999
+    summary = json.loads((tmp_path / "ort" / "summary.json").read_text())
+    assert (summary["backend"], summary["precision"]) == ("onnxruntime", "fp32")
+
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    photos[0].save(cal / "a.png")
+    photos[2].save(cal / "b.png")
+    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "int8", "--model", SMALL, "--weights", w, "--backend", "openvino", "--precision", "int8", "--calibrate", cal, "--outputs", "mask", "-q")
+    assert code == 0, err
+    int8 = np.array(Image.open(tmp_path / "int8" / "cat.png"))
+    assert int8.shape == expected.shape
+    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "x", "--model", SMALL, "--weights", w, "--precision", "int8")
+    assert code == 2 and "int8 needs --backend openvino" in err

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .io import DEFAULT_MAX_PIXELS, ImageLoadError, InputImage, atomic_open, find_images, load_image, save_image, save_mask_png, write_csv, write_json
+from .backends import BACKENDS, BackendError
+from .io import DEFAULT_MAX_PIXELS, ImageLoadError, InputImage, atomic_open, bundled_examples, find_images, load_image, save_image, save_mask_png, write_csv, write_json
 from .models import DEFAULT_MODEL, WeightsError, list_models, model_info
 
 # Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the mask, 0..1 (default: 0.5)")
     seg.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
     seg.add_argument("--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)")
+    seg.add_argument("--backend", default="torch", choices=BACKENDS, help="torch (default), onnxruntime or openvino (exported once, cached; pip install 'seglens[onnx]' / 'seglens[openvino]')")
+    seg.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="fp32 (exact, default); fp16/bf16: torch autocast (GPUs); int8: OpenVINO + NNCF quantisation (approximate, fast on CPUs)")
+    seg.add_argument("--calibrate", type=Path, help="images for --precision int8 calibration (default: the bundled examples); used once, the quantised model is cached")
+    seg.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
     seg.add_argument("--workers", type=int, default=2, help="threads reading images ahead of the model (default: 2; 0: none)")
     seg.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
@@ -104,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--worst", type=int, default=8, help="how many worst images to render (default: 8)")
     ev.add_argument("--boundary-width", type=_positive_int, default=5, help="band around ground-truth boundaries, in pixels (default: 5)")
     ev.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+
+    ex = sub.add_parser("export", parents=[common], help="export a model once for --backend onnxruntime/openvino (cached and reused)")
+    ex.add_argument("--format", required=True, choices=("onnx", "openvino"), help="onnx (ONNX Runtime) or openvino (OpenVINO IR)")
+    ex.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
+    ex.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors state dict")
+    ex.add_argument("--precision", default="fp32", choices=("fp32", "int8"), help="int8: also quantise with NNCF (openvino only)")
+    ex.add_argument("--calibrate", type=Path, help="images for int8 calibration (default: the bundled examples)")
+    ex.add_argument("-o", "--out", type=Path, help="file to write (default: the cache that --backend reads, printed at the end)")
+    ex.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     models = sub.add_parser("models", parents=[common], help="list the available models and their published scores")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -200,6 +214,18 @@ def _write_summary(out: Path, meta: dict, entries: list[dict], failures: list[di
     write_csv(out / "summary.csv", rows, ["input", "width", "height", "seconds", "class_index", "class_name", "fraction"])
 
 
+def _calibration_images(folder: Path | None, limit: int = 16) -> list:
+    """Up to ``limit`` images for int8 calibration: from ``folder``, or the bundled examples."""
+    if folder is None:
+        paths = bundled_examples()
+    else:
+        found, problems = find_images([folder])
+        if not found:
+            raise ValueError(f"--calibrate {folder}: no images found ({'; '.join(r for _, r in problems)})")
+        paths = [f.path for f in found]
+    return [load_image(p) for p in paths[:limit]]
+
+
 def _cmd_segment(args: argparse.Namespace, err) -> int:
     from tqdm import tqdm
 
@@ -213,8 +239,20 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     for source, reason in problems:
         err(f"error: {source}: {reason}")
     try:
-        seg = Segmenter(args.model, weights=args.weights, device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed)
-    except (WeightsError, ValueError) as e:
+        seg = Segmenter(
+            args.model,
+            weights=args.weights,
+            device=args.device,
+            batch_size=args.batch_size,
+            max_pixels=args.max_pixels,
+            progress=not args.quiet,
+            seed=args.seed,
+            backend=args.backend,
+            precision=args.precision,
+            compile=args.compile,
+            calibration=_calibration_images(args.calibrate) if args.precision == "int8" else None,
+        )
+    except (WeightsError, ValueError, BackendError, ImageLoadError) as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START
     try:
@@ -225,7 +263,7 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     if not seg.loaded.meaningful:
         err(f"warning: weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images")
 
-    meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size}
+    meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size, "backend": args.backend, "precision": args.precision}
     names = _unique_names(images, args.outputs)
     previous = _previous_summary(args.out) if args.skip_existing else {}
     failures: list[dict] = [{"input": s, "error": r} for s, r in problems]
@@ -291,6 +329,30 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
         return EXIT_INTERRUPTED
     err(("done: " if not failures else "finished with errors: ") + line)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+# ---------------------------------------------------------------- export
+
+
+def _cmd_export(args: argparse.Namespace, err) -> int:
+    from .backends import export, quantize_int8
+    from .inference import Segmenter
+    from .models import load_model
+
+    try:
+        if args.precision == "int8" and args.format != "openvino":
+            raise ValueError("--precision int8 needs --format openvino")
+        loaded = load_model(args.model, weights=args.weights, progress=not args.quiet, seed=args.seed)
+        if args.precision == "int8":
+            seg = Segmenter(loaded, device="cpu")
+            path = quantize_int8(loaded, [seg.preprocess(im) for im in _calibration_images(args.calibrate)], out=args.out)
+        else:
+            path = export(loaded, args.format, out=args.out)
+    except (WeightsError, BackendError, ValueError, ImageLoadError) as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    print(path)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- eval
@@ -359,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "export":
+            return _cmd_export(args, err)
         if args.command == "eval":
             return _cmd_eval(args, err)
         return _cmd_segment(args, err)

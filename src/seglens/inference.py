@@ -178,6 +178,8 @@ class Segmenter:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if backend == "openvino" and str(device) == "auto":
+            device = "cpu"  # OpenVINO runs on the CPU here; "auto" must not pick a GPU for it
         self.device = resolve_device(device)
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, weights=weights, progress=progress, seed=seed)
         self.batch_size = batch_size

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, features
 
 __all__ = [
+    "bundled_examples",
     "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageLoadError", "InputImage",
     "atomic_open", "find_images", "load_image", "save_image", "save_mask_png", "to_rgb",
     "write_csv", "write_json",
@@ -478,3 +479,9 @@ def write_csv(path: StrPath, rows: Sequence[Mapping[str, Any]], fieldnames: Sequ
         writer = csv.DictWriter(f, fieldnames=list(fieldnames))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def bundled_examples() -> list[Path]:
+    """The example photographs shipped inside the package (public domain / CC0), sorted."""
+    folder = Path(__file__).resolve().parent / "examples"
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
