@@ -19,6 +19,7 @@ from . import __version__
 from .backends import BACKENDS, BackendError
 from .io import DEFAULT_MAX_PIXELS, ImageLoadError, InputImage, atomic_open, bundled_examples, find_images, load_image, save_image, save_mask_png, write_csv, write_json
 from .models import DEFAULT_MODEL, WeightsError, list_models, model_info
+from .web import DEFAULT_SERVE_MAX_PIXELS
 
 # Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
 from .datasets import DATASET_KINDS  # noqa: E402
@@ -118,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--calibrate", type=Path, help="images for int8 calibration (default: the bundled examples)")
     ex.add_argument("-o", "--out", type=Path, help="file to write (default: the cache that --backend reads, printed at the end)")
     ex.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+
+    srv = sub.add_parser("serve", parents=[common], help="HTTP API and web page (needs: pip install 'seglens[web]')")
+    srv.add_argument("-m", "--model", action="append", choices=list_models(), metavar="MODEL", help=f"model to serve; repeat for several, the first is the default (default: {DEFAULT_MODEL})")
+    srv.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors file (a file fits one --model)")
+    srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
+    srv.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    srv.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default: %(default)s)")
+    srv.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_SERVE_MAX_PIXELS, help="largest image accepted (default: %(default)s)")
+    srv.add_argument("--workers", type=_positive_int, default=1, help="inference threads (default: 1)")
+    srv.add_argument("--queue-size", type=int, default=4, help="requests waiting for a worker; more get 503 + Retry-After (default: 4)")
+    srv.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     models = sub.add_parser("models", parents=[common], help="list the available models and their published scores")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -355,6 +368,39 @@ def _cmd_export(args: argparse.Namespace, err) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- serve
+
+
+def _cmd_serve(args: argparse.Namespace, err) -> int:
+    try:
+        from .web import create_app, serve
+    except ModuleNotFoundError as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    from .inference import Segmenter
+
+    names = list(dict.fromkeys(args.model or [DEFAULT_MODEL]))
+    if len(names) > 1 and args.weights not in ("official", "random"):
+        err("error: --weights FILE fits one --model; serve one model per weights file")
+        return EXIT_CANNOT_START
+    try:
+        segs = {n: Segmenter(n, weights=args.weights, device=args.device, max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed) for n in names}
+        app = create_app(segs, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, workers=args.workers, queue_size=args.queue_size)
+    except (WeightsError, ValueError) as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    for s in segs.values():
+        if not s.loaded.meaningful:
+            err(f"warning: {s.loaded.name}: {s.loaded.weights_tag}")
+    err(f"serving {', '.join(segs)} on http://{args.host}:{args.port}/ (API: /v1/segment, /docs); Ctrl-C stops")
+    try:
+        serve(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    except OSError as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- eval
 
 
@@ -421,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "serve":
+            return _cmd_serve(args, err)
         if args.command == "export":
             return _cmd_export(args, err)
         if args.command == "eval":
