@@ -220,3 +220,15 @@ def test_export_then_segment_with_onnxruntime_and_int8(tmp_path, capsys, monkeyp
     assert int8.shape == expected.shape
     code, _, err = run(capsys, "segment", img, "--out", tmp_path / "x", "--model", SMALL, "--weights", w, "--precision", "int8")
     assert code == 2 and "int8 needs --backend openvino" in err
+
+
+def test_bench_command_writes_rows_side_by_side(tmp_path, capsys, weights_file):
+    out = tmp_path / "bench.json"
+    code, stdout, err = run(capsys, "bench", "--model", SMALL, "--weights", weights_file(SMALL), "--n", "2", "--configs", "seglens", "--json", out, "-q")
+    assert code == 0, err
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == ["naive", "seglens"]
+    assert rows[0]["speedup_vs_naive"] == 1.0 and rows[0]["agreement_vs_naive"] == 1.0
+    assert rows[1]["agreement_vs_naive"] >= 0.9999 and rows[1]["images_per_s"] > 0
+    assert "threads" in rows[1] and rows[1]["meta"]["versions"]["torch"]
+    assert "naive" in stdout and "seglens" in stdout

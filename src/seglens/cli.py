@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--boundary-width", type=_positive_int, default=5, help="band around ground-truth boundaries, in pixels (default: 5)")
     ev.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
+    be = sub.add_parser("bench", parents=[common], help="time configurations side by side against the seed's naive way")
+    be.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
+    be.add_argument("-w", "--weights", default="random", help="'random' (default: speed does not depend on the values), 'official' or a state dict")
+    be.add_argument("--images", type=Path, help="folder of images (default: the bundled examples)")
+    be.add_argument("-n", "--n", type=_positive_int, default=8, help="images per timed pass, cycling the folder (default: 8)")
+    be.add_argument("--configs", default="all", help="comma-separated: seglens, eager-fp32, onnxruntime-fp32, openvino-fp32, openvino-int8, torch:batch=4,compile=1 ... or 'all' (default); naive always runs")
+    be.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
+    be.add_argument("--warmup", type=int, default=1, help="untimed passes before each timed pass (default: 1)")
+    be.add_argument("--calibrate", type=Path, help="images for int8 calibration (default: the benchmark images)")
+    be.add_argument("--json", type=Path, help="also write the rows and machine facts as JSON")
+    be.add_argument("--work-dir", type=Path, help="where masks are written (default: a temporary folder, removed after)")
+
     ex = sub.add_parser("export", parents=[common], help="export a model once for --backend onnxruntime/openvino (cached and reused)")
     ex.add_argument("--format", required=True, choices=("onnx", "openvino"), help="onnx (ONNX Runtime) or openvino (OpenVINO IR)")
     ex.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
@@ -344,6 +356,41 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+# ---------------------------------------------------------------- bench
+
+
+def _cmd_bench(args: argparse.Namespace, err) -> int:
+    import tempfile
+
+    from .bench import format_table, parse_configs, run_bench
+
+    try:
+        configs = parse_configs(args.configs)
+        if args.images:
+            found, problems = find_images([args.images])
+            if not found:
+                raise ValueError(f"--images {args.images}: no images found ({'; '.join(r for _, r in problems)})")
+            images = [f.path for f in found]
+        else:
+            images = bundled_examples()
+        calibration = [f.path for f in find_images([args.calibrate])[0]] if args.calibrate else None
+    except ValueError as e:
+        err(f"error: {e}")
+        return EXIT_CANNOT_START
+    progress = None if args.quiet else (lambda message: err(message))
+    with tempfile.TemporaryDirectory(prefix="seglens-bench-") as tmp:
+        try:
+            rows, meta = run_bench(args.model, weights=args.weights, images=images, n=args.n, configs=configs, device=args.device, warmup=args.warmup, work_dir=args.work_dir or Path(tmp), progress=progress, calibration=calibration)
+        except (WeightsError, ValueError) as e:
+            err(f"error: {e}")
+            return EXIT_CANNOT_START
+    print(format_table(rows, meta))
+    if args.json:
+        # A list of rows (as the issue asks); each carries the run's machine facts for context.
+        write_json(args.json, [{**row, "meta": meta} for row in rows])
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- export
 
 
@@ -469,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models(args)
         if args.command == "serve":
             return _cmd_serve(args, err)
+        if args.command == "bench":
+            return _cmd_bench(args, err)
         if args.command == "export":
             return _cmd_export(args, err)
         if args.command == "eval":
