@@ -106,14 +106,13 @@ def result_worst_order(seg, root):
 
 def test_tta_logits_average_the_augmentations(seg, photos):
     x = seg.preprocess(photos[1])  # (3, 520, 781): odd width exercises the resize round trip
-    plain, same = _logits(seg.model, x, None, seg.device)
+    plain, same = _logits(seg.run, x, None)
     assert same is not None and torch.equal(plain, same)
-    with torch.no_grad():
-        f = seg.model(x[None])["out"][0]
-        g = seg.model(x.flip(-1)[None])["out"][0].flip(-1)
-    flip, p = _logits(seg.model, x, TTA.parse("flip"), seg.device)
+    f = seg.run(x[None])[0]
+    g = seg.run(x.flip(-1)[None])[0].flip(-1)
+    flip, p = _logits(seg.run, x, TTA.parse("flip"))
     assert torch.allclose(flip, (f + g) / 2, atol=1e-5) and torch.equal(p, f)
-    multi, p = _logits(seg.model, x, TTA.parse("scales=0.75,1.25,flip"), seg.device)
+    multi, p = _logits(seg.run, x, TTA.parse("scales=0.75,1.25,flip"))
     assert multi.shape == f.shape and p is None  # no plain member: scale 1 is not among them
 
 

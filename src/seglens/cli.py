@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strict", action="store_true", help="stop before scoring if the labels have problems")
     ev.add_argument("--worst", type=int, default=8, help="how many worst images to render (default: 8)")
     ev.add_argument("--boundary-width", type=_positive_int, default=5, help="band around ground-truth boundaries, in pixels (default: 5)")
+    ev.add_argument("--backend", default="torch", choices=BACKENDS, help="torch (default), onnxruntime or openvino")
+    ev.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="score an approximate path, e.g. --backend openvino --precision int8")
+    ev.add_argument("--calibrate", type=Path, help="images for int8 calibration (default: the bundled examples)")
     ev.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     be = sub.add_parser("bench", parents=[common], help="time configurations side by side against the seed's naive way")
@@ -466,11 +469,20 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
         dataset = open_dataset(args.dataset, args.root, split=args.split, classes_file=args.classes, ignore_index=args.ignore_index, limit=args.limit)
         if len(dataset) == 0:
             raise DatasetError(f"{args.root}: the dataset has no images with masks")
-        seg = Segmenter(args.model, weights=args.weights, device=args.device, progress=not args.quiet, seed=args.seed)
+        seg = Segmenter(
+            args.model,
+            weights=args.weights,
+            device=args.device,
+            progress=not args.quiet,
+            seed=args.seed,
+            backend=args.backend,
+            precision=args.precision,
+            calibration=_calibration_images(args.calibrate) if args.precision == "int8" else None,
+        )
         n = len(seg.categories)
         if dataset.categories is not None and len(dataset.categories) != n:
             raise DatasetError(f"{args.classes or args.root}: the dataset has {len(dataset.categories)} classes, the model {n}; pass weights with {len(dataset.categories)} classes or fix the class list")
-    except (DatasetError, WeightsError, ValueError) as e:
+    except (DatasetError, WeightsError, ValueError, BackendError, ImageLoadError) as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START
     if not seg.loaded.meaningful:

@@ -125,11 +125,13 @@ def _resize_instances(instances, size: tuple[int, int]):
 
 
 @torch.inference_mode()
-def _logits(model: torch.nn.Module, x: torch.Tensor, tta: TTA | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _logits(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: TTA | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(C, h, w) logits for one (3, h, w) input, averaged over the augmentations, and the plain
-    (scale 1, unflipped) logits when the augmentations include them (else None)."""
+    (scale 1, unflipped) logits when the augmentations include them (else None).
+
+    ``run`` is the network through its backend: (N, 3, h, w) -> (N, C, h, w), e.g. Segmenter.run.
+    """
     h, w = x.shape[-2:]
-    x = x.to(device)
     tta = tta or TTA()
     total, count, plain = None, 0, None
     for s in tta.scales:
@@ -138,7 +140,7 @@ def _logits(model: torch.nn.Module, x: torch.Tensor, tta: TTA | None, device: to
             size = (max(1, round(h * s)), max(1, round(w * s)))
             xs = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=s < 1)[0]
         for flip in (False, True) if tta.flip else (False,):
-            out = model((xs.flip(-1) if flip else xs)[None])["out"][0].float()
+            out = run((xs.flip(-1) if flip else xs)[None])[0].float().contiguous()
             if flip:
                 out = out.flip(-1)
             if s != 1.0:
@@ -215,12 +217,12 @@ def evaluate(
             instances = _resize_instances(sample.instances, target.shape)
         else:
             x, target, shown, instances = seg.preprocess(sample.image), sample.target, sample.image, sample.instances
-        logits, plain = _logits(seg.model, x, config.tta, seg.device)
+        logits, plain = _logits(seg.run, x, config.tta)
         pred = _labels(logits, target.shape)
         cm.update(target, pred)
         if compare:
             if plain is None:
-                plain, _ = _logits(seg.model, x, None, seg.device)
+                plain, _ = _logits(seg.run, x, None)
             cm_plain.update(target, _labels(plain, target.shape))
         size_recall.update(target, pred, num_classes=n, ignore_index=ignore, instances=instances)
         boundary.update(target, pred, width=config.boundary_width, ignore_index=ignore)
