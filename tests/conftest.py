@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +77,26 @@ def varied(labels: np.ndarray) -> bool:
     """At least two classes with 1% of the pixels each: a label map worth comparing."""
     counts = np.bincount(labels.ravel())
     return int((counts > 0.01 * labels.size).sum()) >= 2
+
+
+@contextlib.contextmanager
+def live_server(app, *, backlog: int = 2048) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread on a free 127.0.0.1 port; yield its URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", backlog=backlog))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the uvicorn test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import photo
+from tests.conftest import live_server, photo
 
 httpx = pytest.importorskip("httpx", reason="the load test needs httpx: pip install httpx")
 psutil = pytest.importorskip("psutil", reason="the load test needs psutil: pip install psutil")
@@ -36,27 +35,6 @@ CLIENTS = 64
 WORKERS, QUEUE = 1, 4
 CLIENT_TIMEOUT_S = 60  # a request that takes longer counts as hung
 MAX_RSS_GROWTH = 1.5 * 2**30
-
-
-@contextlib.contextmanager
-def live_server(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread on a free 127.0.0.1 port; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", backlog=256))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the uvicorn test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @contextlib.contextmanager
@@ -131,7 +109,7 @@ def test_64_concurrent_uploads_get_200_or_503_and_memory_stays_bounded(weights_f
     seg = Segmenter(MODEL, weights=weights_file(MODEL), device="cpu")
     app = create_app({MODEL: seg}, workers=WORKERS, queue_size=QUEUE)
 
-    with live_server(app) as url:
+    with live_server(app, backlog=256) as url:
         with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as client:
             assert client.get("/readyz").status_code == 200
             assert client.post("/v1/segment", files={"file": ("photo.jpg", data, "image/jpeg")}).status_code == 200  # warm

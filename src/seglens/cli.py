@@ -254,10 +254,27 @@ def _calibration_images(folder: Path | None, limit: int = 16) -> list:
     return [load_image(p) for p in paths[:limit]]
 
 
+def _segmenter(args: argparse.Namespace, **extra):
+    """A Segmenter from the flags `segment` and `eval` share (model, weights, device, backend...)."""
+    from .inference import Segmenter
+
+    calibration = _calibration_images(args.calibrate) if args.precision == "int8" else None
+    return Segmenter(
+        args.model,
+        weights=args.weights,
+        device=args.device,
+        progress=not args.quiet,
+        seed=args.seed,
+        backend=args.backend,
+        precision=args.precision,
+        calibration=calibration,
+        **extra,
+    )
+
+
 def _cmd_segment(args: argparse.Namespace, err) -> int:
     from tqdm import tqdm
 
-    from .inference import Segmenter
 
     images, problems = find_images(args.inputs)
     if not images:
@@ -267,19 +284,7 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     for source, reason in problems:
         err(f"error: {source}: {reason}")
     try:
-        seg = Segmenter(
-            args.model,
-            weights=args.weights,
-            device=args.device,
-            batch_size=args.batch_size,
-            max_pixels=args.max_pixels,
-            progress=not args.quiet,
-            seed=args.seed,
-            backend=args.backend,
-            precision=args.precision,
-            compile=args.compile,
-            calibration=_calibration_images(args.calibrate) if args.precision == "int8" else None,
-        )
+        seg = _segmenter(args, batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
     except (WeightsError, ValueError, BackendError, ImageLoadError) as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START
@@ -459,7 +464,6 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
 
     from .datasets import DatasetError, open_dataset, validate_labels
     from .evaluate import TTA, EvalConfig, evaluate, write_worst
-    from .inference import Segmenter
     from .report import summary_line, write_report
 
     try:
@@ -469,16 +473,7 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
         dataset = open_dataset(args.dataset, args.root, split=args.split, classes_file=args.classes, ignore_index=args.ignore_index, limit=args.limit)
         if len(dataset) == 0:
             raise DatasetError(f"{args.root}: the dataset has no images with masks")
-        seg = Segmenter(
-            args.model,
-            weights=args.weights,
-            device=args.device,
-            progress=not args.quiet,
-            seed=args.seed,
-            backend=args.backend,
-            precision=args.precision,
-            calibration=_calibration_images(args.calibrate) if args.precision == "int8" else None,
-        )
+        seg = _segmenter(args)
         n = len(seg.categories)
         if dataset.categories is not None and len(dataset.categories) != n:
             raise DatasetError(f"{args.classes or args.root}: the dataset has {len(dataset.categories)} classes, the model {n}; pass weights with {len(dataset.categories)} classes or fix the class list")
