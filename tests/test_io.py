@@ -589,3 +589,26 @@ def test_write_csv(tmp_path):
     path = tmp_path / "per_class.csv"
     write_csv(path, [{"class": "cat", "iou": 0.5}, {"class": "dog, big"}], ["class", "iou"])
     assert path.read_bytes() == b'class,iou\r\ncat,0.5\r\n"dog, big",\r\n'
+
+
+def test_load_errors_carry_a_kind(tmp_path):
+    import pickle
+
+    from PIL import Image as PILImage
+
+    from seglens.io import ImageLoadError, load_image
+
+    big = tmp_path / "big.png"
+    PILImage.new("RGB", (20, 10)).save(big)
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    kinds = {}
+    for path, limit in ((big, 199), (text, None), (empty, None)):
+        with pytest.raises(ImageLoadError) as e:
+            load_image(path, max_pixels=limit)
+        kinds[path.name] = e.value.kind
+    assert kinds == {"big.png": "too_large", "notes.jpg": "unsupported", "empty.png": "unreadable"}
+    again = pickle.loads(pickle.dumps(ImageLoadError("x.png", "too big", "too_large")))
+    assert (again.path, again.reason, again.kind) == ("x.png", "too big", "too_large")

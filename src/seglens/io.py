@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, features
 
 __all__ = [
+    "mask_image",
     "bundled_examples",
     "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageLoadError", "InputImage",
     "atomic_open", "find_images", "load_image", "save_image", "save_mask_png", "to_rgb",
@@ -67,15 +68,19 @@ class ImageLoadError(Exception):
     Attributes:
         path: the file (or ``"<bytes>"``, ``"<file object>"``, ``"<image>"``).
         reason: one line saying what is wrong and, where useful, how to fix it.
+        kind: ``"too_large"`` (pixel limit, decompression bomb), ``"unsupported"`` (not an
+            image, or a format outside the allowlist) or ``"unreadable"`` (everything else:
+            empty, truncated, corrupt, missing); lets callers such as the web API pick a status.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, kind: str = "unreadable") -> None:
         self.path = path
         self.reason = " ".join(reason.split())  # always one line
+        self.kind = kind
         super().__init__(f"{path}: {self.reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
-        return (type(self), (self.path, self.reason))
+        return (type(self), (self.path, self.reason, self.kind))
 
 
 def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -146,12 +151,12 @@ def _load(fp: IO[bytes], label: str, max_pixels: int | None) -> Image.Image:
                 im.load()
                 return to_rgb(_exif_transpose(im))
         except ImageLoadError as e:
-            raise ImageLoadError(label, e.reason) from None
+            raise ImageLoadError(label, e.reason, e.kind) from None
         except Image.UnidentifiedImageError:
             reason = f"not an image or not a supported format (supported: {', '.join(ALLOWED_FORMATS)})"
-            raise ImageLoadError(label, reason) from None
+            raise ImageLoadError(label, reason, "unsupported") from None
         except Image.DecompressionBombError as e:
-            raise ImageLoadError(label, f"decompression bomb refused by Pillow ({e})") from None
+            raise ImageLoadError(label, f"decompression bomb refused by Pillow ({e})", "too_large") from None
         except Exception as e:  # anything a corrupt file makes a decoder raise
             raise ImageLoadError(label, _decode_reason(e)) from None
 
@@ -162,7 +167,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, label: str) -> 
         raise ImageLoadError(label, f"image has no pixels ({size[0]}x{size[1]})")
     if max_pixels is not None and pixels > max_pixels:
         reason = f"image is {pixels} pixels, above the limit of {max_pixels} (raise --max-pixels to allow it)"
-        raise ImageLoadError(label, reason)
+        raise ImageLoadError(label, reason, "too_large")
 
 
 def _decode_reason(e: Exception) -> str:
@@ -397,12 +402,11 @@ def _as_uint8(values: Any, what: str, shape: str) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def save_mask_png(path: StrPath, labels: np.ndarray, palette: np.ndarray) -> None:
-    """Write class indices as an indexed (mode "P") PNG, atomically.
+def mask_image(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """Class indices as an indexed (mode "P") image carrying the palette.
 
     Args:
-        path: the .png file to write.
-        labels: (H, W) uint8 class indices; they are the PNG's pixel values.
+        labels: (H, W) uint8 class indices; they are the pixel values.
         palette: (N, 3) uint8 colours with N <= 256, padded with black to 256 entries.
     """
     labels = _as_uint8(labels, "labels", "(H, W)")
@@ -416,6 +420,12 @@ def save_mask_png(path: StrPath, labels: np.ndarray, palette: np.ndarray) -> Non
     height, width = labels.shape
     mask = Image.frombytes("P", (width, height), np.ascontiguousarray(labels).tobytes())
     mask.putpalette(full.tobytes(), "RGB")
+    return mask
+
+
+def save_mask_png(path: StrPath, labels: np.ndarray, palette: np.ndarray) -> None:
+    """Write class indices as an indexed (mode "P") PNG with the palette (:func:`mask_image`), atomically."""
+    mask = mask_image(labels, palette)
     with atomic_open(path) as f:
         mask.save(f, format="PNG")
 

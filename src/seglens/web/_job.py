@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..inference import SegmentationResult, Segmenter
-from ..io import ImageLoadError, load_image
+from ..io import ImageLoadError, load_image, mask_image
 
 __all__ = ["FORMATS", "ApiError", "Encoded", "encode_mask_png", "image_error", "run_job"]
 
@@ -50,25 +50,17 @@ def image_error(e: ImageLoadError) -> ApiError:
     image (or a format that is not allowed) 415, anything else unreadable (empty, truncated,
     corrupt, unconvertible mode) 400. The message is ``ImageLoadError.reason``."""
     reason = e.reason
-    if "above the limit of" in reason or "decompression bomb" in reason:
+    if e.kind == "too_large":
         return ApiError(413, f"image too large: {reason}", {"reason": reason})
-    if "not an image or not a supported format" in reason:
+    if e.kind == "unsupported":
         return ApiError(415, f"unsupported upload: {reason}", {"reason": reason})
     return ApiError(400, f"unreadable image: {reason}", {"reason": reason})
 
 
 def encode_mask_png(labels: np.ndarray, palette: np.ndarray) -> bytes:
-    """(H, W) uint8 labels -> indexed (mode "P") PNG bytes with the full 256-entry palette.
-
-    The same file ``seglens.io.save_mask_png`` writes, made in memory.
-    """
-    height, width = labels.shape
-    mask = Image.frombytes("P", (width, height), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-    full = np.zeros((256, 3), dtype=np.uint8)
-    full[: len(palette)] = palette[:256]
-    mask.putpalette(full.tobytes(), "RGB")
+    """(H, W) uint8 labels -> the indexed PNG ``seglens.io.save_mask_png`` writes, as bytes."""
     buf = io.BytesIO()
-    mask.save(buf, format="PNG")
+    mask_image(labels, palette).save(buf, format="PNG")
     return buf.getvalue()
 
 
