@@ -232,3 +232,10 @@ def test_bench_command_writes_rows_side_by_side(tmp_path, capsys, weights_file):
     assert rows[1]["agreement_vs_naive"] >= 0.9999 and rows[1]["images_per_s"] > 0
     assert "threads" in rows[1] and rows[1]["meta"]["versions"]["torch"]
     assert "naive" in stdout and "seglens" in stdout
+
+
+def test_serve_refuses_to_start_on_bad_weights_with_one_line(tmp_path, capsys, weights_file):
+    code, _, err = run(capsys, "serve", "--model", SMALL, "--weights", tmp_path / "missing.pth", "--port", "0")
+    assert code == 2 and err.count("\n") == 1 and "no such file" in err
+    code, _, err = run(capsys, "serve", "--model", SMALL, "--model", "fcn_resnet50", "--weights", weights_file(SMALL))
+    assert code == 2 and "--weights FILE fits one --model" in err
