@@ -121,7 +121,7 @@ def test_name_collisions_get_distinct_outputs(tmp_path, capsys, photos, weights_
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["segment", "{img}", "--model", "nope"], "argument -m/--model: invalid choice: 'nope'"),
+        (["segment", "{img}", "--model", "nope"], "argument -m/--model: unknown model 'nope'"),
         (["segment", "{img}", "--alpha", "2"], "argument --alpha: 2 is not between 0 and 1"),
         (["segment", "{img}", "--outputs", "mask,video"], "unknown output 'video'; choose from mask,overlay,figure"),
         (["segment", "{img}", "--batch-size", "0"], "argument -b/--batch-size: 0 is not a positive integer"),
@@ -239,3 +239,208 @@ def test_serve_refuses_to_start_on_bad_weights_with_one_line(tmp_path, capsys, w
     assert code == 2 and err.count("\n") == 1 and "no such file" in err
     code, _, err = run(capsys, "serve", "--model", SMALL, "--model", "fcn_resnet50", "--weights", weights_file(SMALL))
     assert code == 2 and "--weights FILE fits one --model" in err
+
+
+def test_confidence_outputs_heat_map_outline_and_class_means(tmp_path, photos, capsys, weights_file):
+    src = tmp_path / "astronaut.png"
+    photos[0].save(src)
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "segment", src, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask,overlay,confidence", "--low-confidence", "0.6", "-q")
+    assert code == 0
+    assert files_under(out) == ["astronaut.png", "astronaut_confidence.png", "astronaut_overlay.jpg", "summary.csv", "summary.json"]
+    expected = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", confidence=True)(photos[0])
+    heat = Image.open(out / "astronaut_confidence.png")
+    assert heat.mode == "P" and heat.size == (512, 512)
+    np.testing.assert_array_equal(np.asarray(heat), expected.confidence)  # value = probability x 255
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    for c in entry["classes"]:
+        pixels = expected.labels == c["index"]
+        assert c["mean_confidence"] == pytest.approx(expected.confidence[pixels].mean() / 255, abs=1e-4)
+    # The outline (yellow, 255,255,0) is drawn where low-confidence regions end; JPEG blurs it a little.
+    overlay = np.asarray(Image.open(out / "astronaut_overlay.jpg")).astype(int)
+    low = expected.confidence < 0.6 * 255
+    assert 0 < low.mean() < 1  # there is an edge to draw
+    yellow = (overlay[..., 0] > 200) & (overlay[..., 1] > 200) & (overlay[..., 2] < 90)
+    assert yellow.sum() > 100
+
+
+def test_tile_and_resize_flags_reach_the_segmenter(tmp_path, photos, capsys, weights_file):
+    src = tmp_path / "coffee.png"
+    photos[2].save(src)
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "segment", src, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--tile", "256", "--overlap", "0.5", "--outputs", "mask", "-q")
+    assert code == 0
+    expected = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=0.5)(photos[2]).labels
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "coffee.png")), expected)
+    meta = json.loads((out / "summary.json").read_text())
+    assert (meta["scale"], meta["tile"], meta["overlap"]) == (1.0, 256, 0.5)
+    code, _, _ = run(capsys, "segment", src, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--resize", "none", "--outputs", "mask", "-q")
+    full = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", scale=1.0)(photos[2]).labels
+    assert code == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "coffee.png")), full)
+
+
+@pytest.mark.parametrize("flag", [["--overlap", "1"], ["--tile", "8"], ["--scale", "0"], ["--outputs", "heat"]])
+def test_bad_tile_scale_flags_are_one_line_errors(flag, tmp_path, capsys):
+    code, out, err = run(capsys, "segment", tmp_path, *flag)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and flag[0] in err
+
+
+def test_urls_are_inputs_next_to_files_and_failures_are_per_input(tmp_path, photos, capsys, weights_file):
+    import http.server
+    import io as _io
+    import threading
+
+    jpeg = _io.BytesIO()
+    photos[1].save(jpeg, format="JPEG", quality=92)
+    body = jpeg.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.startswith("/pics/chelsea.jpg"):
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        src = tmp_path / "astronaut.png"
+        photos[0].save(src)
+        out = tmp_path / "out"
+        code, _, err = run(capsys, "segment", src, f"{base}/pics/chelsea.jpg?size=large", f"{base}/missing.png", "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask", "-q")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert files_under(out) == ["astronaut.png", "chelsea.png", "summary.csv", "summary.json"]
+    assert f"error: {base}/missing.png: HTTP 404" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["input"] for e in summary["images"]] == [str(src), f"{base}/pics/chelsea.jpg?size=large"]
+    assert summary["failed"][0]["input"] == f"{base}/missing.png"
+    from seglens.io import load_image
+
+    expected = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")(load_image(_io.BytesIO(body))).labels
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "chelsea.png")), expected)
+
+
+def _clip(path, frames=6, size=(96, 64)):
+    import av
+    import skimage.data
+
+    pixels = skimage.data.astronaut()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(frames):
+            crop = np.ascontiguousarray(pixels[100 + 4 * i : 100 + 4 * i + size[1], 150 + 3 * i : 150 + 3 * i + size[0]])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_videos_next_to_images_overlay_masks_stride_and_summary(tmp_path, photos, capsys, weights_file):
+    import av
+
+    from seglens.video import FrameReader
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clip = _clip(folder / "clip.mp4")
+    photos[1].save(folder / "cat.jpg")
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "overlay,mask", "--vid-stride", "2", "-q")
+    assert code == 0
+    assert files_under(out) == [
+        "cat.png", "cat_overlay.jpg",
+        "clip_mask/000000.png", "clip_mask/000002.png", "clip_mask/000004.png",
+        "clip_overlay.mp4", "summary.csv", "summary.json",
+    ]
+    seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
+    frames = list(FrameReader(clip, stride=2))
+    for frame in frames:
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"clip_mask/{frame.index:06d}.png")), seg(frame.image).labels)
+    with av.open(str(out / "clip_overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height, stream.average_rate) == (96, 64, 6)
+        assert sum(1 for _ in container.decode(stream)) == 3
+    video = json.loads((out / "summary.json").read_text())["images"][1]
+    assert (video["kind"], video["frames_segmented"], video["stride"], video["error"]) == ("video", 3, 2, None)
+    assert [f["index"] for f in video["frames"]] == [0, 2, 4]
+
+
+def test_default_video_output_is_the_overlay_and_broken_videos_are_per_input_errors(tmp_path, capsys, weights_file):
+    clip = _clip(tmp_path / "clip.mp4")
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "segment", clip, fake, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q")
+    assert code == 1
+    assert files_under(out) == ["clip_overlay.mp4", "summary.csv", "summary.json"]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [f"error: {fake}: " + json.loads((out / "summary.json").read_text())["failed"][0]["error"]]
+    code, _, err = run(capsys, "segment", clip, "--out", tmp_path / "o2", "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "figure", "-q")
+    assert code == 1 and "add overlay and/or mask to --outputs" in err
+
+
+def test_hugging_face_models_segment_and_eval_from_the_command_line(tmp_path, tmp_path_factory, photos, capsys):
+    pytest.importorskip("transformers")
+    from seglens.io import load_image
+    from seglens.visualize import ADE20K_CATEGORIES, ade20k_palette
+    from tests.test_hf import _save, _segformer
+
+    folder = _save(tmp_path_factory, "ade", *_segformer(names=ADE20K_CATEGORIES))  # 150 classes, tiny
+    model = f"hf:{folder}"
+    src = tmp_path / "astronaut.png"
+    photos[0].save(src)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "segment", src, "--out", out, "--model", model, "--outputs", "mask,figure", "-q")
+    assert code == 0, err
+    seg = Segmenter(model, device="cpu")
+    expected = seg(photos[0])
+    mask = Image.open(out / "astronaut.png")
+    np.testing.assert_array_equal(np.asarray(mask), expected.labels)
+    np.testing.assert_array_equal(np.asarray(mask.getpalette()[: 150 * 3]).reshape(150, 3), ade20k_palette()[:150])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == model
+    assert [c["name"] for c in summary["images"][0]["classes"]] == [c.name for c in expected.classes]
+    assert all(c["name"] in ADE20K_CATEGORIES for c in summary["images"][0]["classes"])
+
+    # eval on the ADE20K layout: annotations = the model's own labels + 1, so mIoU is exactly 100
+    images = tmp_path / "ADEChallengeData2016" / "images" / "validation"
+    annotations = tmp_path / "ADEChallengeData2016" / "annotations" / "validation"
+    images.mkdir(parents=True)
+    annotations.mkdir(parents=True)
+    for i, image in enumerate(photos[1:]):
+        path = images / f"ADE_val_{i:08d}.jpg"
+        image.save(path, quality=90)
+        Image.fromarray(seg(load_image(path)).labels + 1).save(annotations / f"{path.stem}.png")
+    code, stdout, err = run(capsys, "eval", "--dataset", "ade20k", "--root", tmp_path / "ADEChallengeData2016", "--model", model, "--out", tmp_path / "ev", "-q")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["miou"] == 100.0 and metrics["protocol"] == "native"
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--model", "hf:"], "unknown model"),
+    (["--model", "nonsense"], "hf:<repo-or-folder>"),
+    (["--model", "hf:/no/such/folder"], "hf:/no/such/folder"),
+    (["--model", "hf:/no/such/folder", "--backend", "openvino"], "--backend torch"),
+])
+def test_bad_hugging_face_model_specs_are_one_line_errors(argv, match, tmp_path, photos, capsys):
+    src = tmp_path / "a.png"
+    photos[0].save(src)
+    code, out, err = run(capsys, "segment", src, "--out", tmp_path / "out", *argv, "-q")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and match in err
+    assert not (tmp_path / "out").exists()

@@ -22,7 +22,7 @@ from seglens.datasets import (
     validate_labels,
 )
 from seglens.io import load_image
-from seglens.visualize import voc_palette
+from seglens.visualize import ADE20K_CATEGORIES, voc_palette
 
 # pycocotools 2.0.x under numpy 2 warns on every decode; nothing we can change
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
@@ -173,7 +173,7 @@ def test_voc_unreadable_items_raise_one_line_errors_naming_the_file(voc):
 
 
 def test_dataset_options_are_checked():
-    with pytest.raises(DatasetError, match=r"^unknown dataset kind 'cityscapes': choose one of voc, coco-voc, folder$"):
+    with pytest.raises(DatasetError, match=r"^unknown dataset kind 'cityscapes': choose one of voc, coco-voc, folder, ade20k$"):
         open_dataset("cityscapes", ".")
     with pytest.raises(DatasetError, match=r"^voc labels mark ignored pixels with 255; ignore_index must be 255, got 0$"):
         open_dataset("voc", ".", ignore_index=0)
@@ -595,3 +595,86 @@ def test_validate_reads_png_image_headers_only(folder, monkeypatch):
     shapes = {"a.png": (40, 60), "b.png": (30, 50)}  # the masks' real shapes, without reading them
     monkeypatch.setattr("seglens.datasets._mask_values", lambda path: np.zeros(shapes[path.name], np.uint8))
     assert [p.kind for p in validate_labels(ds, 21)] == ["missing_mask"]
+
+
+# --- ADE20K --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ade(tmp_path):
+    """ADEChallengeData2016 with two validation and one training image; annotations hold
+    class + 1 (0 = "other"), as the benchmark stores them."""
+    base = tmp_path / "ADEChallengeData2016"
+    stored = {}
+    for split, name, photo in (("validation", "ADE_val_00000001", "astronaut"), ("validation", "ADE_val_00000002", "chelsea"),
+                               ("training", "ADE_train_00000001", "coffee")):
+        image = getattr(skimage.data, photo)()[:40, :60]
+        _save(base / "images" / split / f"{name}.jpg", image, quality=95)
+        ann = np.zeros((40, 60), dtype=np.uint8)  # "other" everywhere ...
+        ann[10:30, :] = 1  # ... a band of wall (class 0) ...
+        ann[:, 50:] = 150  # ... and a strip of flag (class 149)
+        _save(base / "annotations" / split / f"{name}.png", ann)
+        stored[name] = ann
+    return tmp_path, stored
+
+
+def test_ade20k_maps_annotations_to_reduced_labels(ade):
+    root, stored = ade
+    ds = open_dataset("ade20k", root)  # the parent of ADEChallengeData2016
+    assert (ds.kind, ds.split, ds.root) == ("ade20k", "val", root / "ADEChallengeData2016")
+    assert ds.names() == ["ADE_val_00000001", "ADE_val_00000002"]
+    assert ds.categories == ADE20K_CATEGORIES and len(ds.categories) == 150
+    assert ds.categories[:3] == ("wall", "building", "sky") and ds.categories[149] == "flag"
+    sample = ds[0]
+    # annotation 0 -> 255 (ignored), v -> v - 1: wall 1 -> 0, flag 150 -> 149
+    expected = np.where(stored["ADE_val_00000001"] == 0, 255, stored["ADE_val_00000001"].astype(int) - 1)
+    np.testing.assert_array_equal(sample.target, expected)
+    assert sample.target.dtype == np.uint8 and sample.image.size == (60, 40) and sample.instances is None
+    assert set(np.unique(sample.target)) == {0, 149, 255}
+    assert ds.mask_path(0) == root / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png"
+
+
+@pytest.mark.parametrize("split, names", [("train", ["ADE_train_00000001"]), ("training", ["ADE_train_00000001"]),
+                                          ("validation", ["ADE_val_00000001", "ADE_val_00000002"])])
+def test_ade20k_splits_and_root_spellings(ade, split, names):
+    root, _ = ade
+    for given in (root, root / "ADEChallengeData2016"):
+        assert open_dataset("ade20k", given, split=split).names() == names
+    assert open_dataset("ade20k", root, limit=1).names() == ["ADE_val_00000001"]
+
+
+def test_ade20k_missing_pieces(ade, tmp_path):
+    root, _ = ade
+    base = root / "ADEChallengeData2016"
+    with pytest.raises(DatasetError, match=r"^ade20k has no split 'test': use val"):
+        open_dataset("ade20k", root, split="test")
+    with pytest.raises(DatasetError, match=r"a classes file applies only to folder datasets \(ade20k has the 150 ADE20K classes\)"):
+        open_dataset("ade20k", root, classes_file="x.txt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match=rf"^{empty}: not an ADE20K folder"):
+        open_dataset("ade20k", empty)
+    shutil.rmtree(base / "annotations" / "training")
+    with pytest.raises(DatasetError, match=rf"^{base / 'annotations' / 'training'}: missing folder"):
+        open_dataset("ade20k", root, split="train")
+
+
+def test_validate_ade20k_checks_stored_values(ade):
+    root, stored = ade
+    base = root / "ADEChallengeData2016"
+    assert validate_labels(open_dataset("ade20k", root), 150) == []  # 0 and 1..150 are all valid
+    bad = stored["ADE_val_00000002"].copy()
+    bad[0, :3] = 151  # one past the last class
+    _save(base / "annotations" / "validation" / "ADE_val_00000002.png", bad)
+    (base / "annotations" / "validation" / "ADE_val_00000001.png").unlink()
+    binary = np.zeros((40, 60), dtype=np.uint8)
+    binary[:20] = 1  # "other" and "wall" only: legitimate, not reported as a binary mask
+    _save(base / "annotations" / "validation" / "ADE_val_00000003.png", binary)
+    _save(base / "images" / "validation" / "ADE_val_00000003.jpg", skimage.data.astronaut()[:40, :60])
+    problems = validate_labels(open_dataset("ade20k", root), 150)
+    assert problems == [
+        LabelProblem("ADE_val_00000002", str(base / "annotations/validation/ADE_val_00000002.png"), "out_of_range",
+                     "3 pixels have annotation values outside 0..150 (ADE20K stores class + 1, 0 for unlabelled): 151 (3 px)"),
+        LabelProblem("ADE_val_00000001", str(base / "images/validation/ADE_val_00000001.jpg"), "missing_mask",
+                     f"no mask: expected {base / 'annotations/validation/ADE_val_00000001'}.png"),
+    ]  # fmt: skip

@@ -196,3 +196,36 @@ def test_coco_voc_reports_published_numbers_beside_measured(coco, seg):
     # regions come from the instance masks: the 84x4 image alone holds 20 one-class rectangles
     assert sum(b["regions"] for b in m["size"]["buckets"].values()) >= 20
     assert evaluate(seg, ds, EvalConfig(protocol="native")).metrics["published"] is None
+
+
+def test_models_without_torchvision_preset_are_scored_natively(tmp_path, photos):
+    """A LoadedModel whose transforms are not torchvision's preset (as hf: checkpoints) gets the
+    native protocol even when the config asks for torchvision's, and says so in the metrics."""
+    from seglens.models import LoadedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"out": self.net(x)}
+
+    loaded = LoadedModel(name="toy", model=Net().eval(), categories=("a", "b", "c", "d"), transforms=TF.to_tensor,
+                         weights="official", weights_tag="toy", sha256=None, meaningful=True,
+                         normalize=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))  # fmt: skip
+    toy = Segmenter(loaded, device="cpu")
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    image = photos[1].resize((90, 60))
+    image.save(root / "images" / "a.png")
+    lab = toy(image).labels
+    assert varied(lab)
+    save_mask(root / "masks" / "a.png", lab)
+    m = evaluate(toy, open_dataset("folder", root), EvalConfig(protocol="torchvision", worst=0)).metrics
+    assert m["protocol"] == "native" and m["published"] is None
+    assert m["miou"] == 100.0 and m["pixel_acc"] == 100.0

@@ -1,11 +1,17 @@
 """Tests for seglens.io: tiny hand-built images with exact expected pixels, and real photos."""
 
+import contextlib
 import io
 import os
 import pickle
+import queue
+import socket
 import struct
+import threading
+import time
 import warnings
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +22,15 @@ from PIL import Image, features
 from seglens.io import (
     ALLOWED_FORMATS,
     DEFAULT_MAX_PIXELS,
+    DEFAULT_URL_MAX_BYTES,
+    DEFAULT_URL_TIMEOUT,
     IMAGE_EXTENSIONS,
     ImageLoadError,
     InputImage,
     atomic_open,
+    fetch_url,
     find_images,
+    is_url,
     load_image,
     save_image,
     save_mask_png,
@@ -612,3 +622,380 @@ def test_load_errors_carry_a_kind(tmp_path):
     assert kinds == {"big.png": "too_large", "notes.jpg": "unsupported", "empty.png": "unreadable"}
     again = pickle.loads(pickle.dumps(ImageLoadError("x.png", "too big", "too_large")))
     assert (again.path, again.reason, again.kind) == ("x.png", "too big", "too_large")
+
+
+# ---------------------------------------------------------------- http(s) URLs
+# A real HTTP server on 127.0.0.1 (random port) in a background thread; nothing leaves the machine.
+
+STREAM_TOTAL = 64 * 2**20  # what the streaming endpoints would send to a client that kept reading
+SLOW = 0.5  # the short timeout used against the slow endpoints, seconds
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # needed for chunked responses
+
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+    def _send(self, body: bytes, content_type: str = "image/jpeg", status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _stream(self, chunked: bool) -> None:
+        """Up to STREAM_TOTAL bytes with no Content-Length; reports how many got out."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Transfer-Encoding" if chunked else "Connection", "chunked" if chunked else "close")
+        self.end_headers()
+        self.close_connection = True
+        block, sent = b"\xff" * 2**16, 0
+        try:
+            while sent < STREAM_TOTAL:
+                self.wfile.write(b"10000\r\n" + block + b"\r\n" if chunked else block)  # 0x10000 bytes
+                sent += len(block)
+        except OSError:  # the client hung up
+            pass
+        self.server.sent[self.path].put(sent)
+
+    def _trickle(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", "10000")
+        self.end_headers()
+        try:
+            for _ in range(200):  # one byte every 50 ms: never idle for a whole timeout
+                self.wfile.write(b"\xff")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, self.headers.get("User-Agent")))
+        files, path = self.server.files, self.path.split("?")[0]
+        if path == "/astronaut.jpg":
+            self._send(files["jpeg"])
+        elif path == "/astronaut.png":
+            self._send(files["png"], "text/html")  # mislabelled: the bytes decide
+        elif path == "/page.html":
+            self._send(b"<!doctype html><title>cat</title><img src=cat.jpg>", "text/html; charset=utf-8")
+        elif path == "/data.json":
+            self._send(b'{"cat": 1}', "application/json")
+        elif path in ("/missing.jpg", "/private.jpg", "/broken.jpg"):
+            self.send_error({"/missing.jpg": 404, "/private.jpg": 403, "/broken.jpg": 500}[path])
+        elif path == "/redirect":
+            self._redirect("/astronaut.jpg")
+        elif path == "/loop":
+            self._redirect("/loop")
+        elif path == "/to-ftp":
+            self._redirect("ftp://127.0.0.1/astronaut.jpg")
+        elif path == "/huge.jpg":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            self.close_connection = True
+        elif path in ("/stream-chunked", "/stream-close"):
+            self._stream(chunked=path == "/stream-chunked")
+        elif path == "/slow.jpg":
+            time.sleep(4 * SLOW)
+            with contextlib.suppress(OSError):
+                self._send(files["jpeg"])
+        elif path == "/trickle.jpg":
+            self._trickle()
+        elif path == "/truncated.jpg":
+            self._send(files["jpeg"][: len(files["jpeg"]) // 2])
+        elif path == "/cut.jpg":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(files["jpeg"])))
+            self.end_headers()
+            self.wfile.write(files["jpeg"][:1000])
+            self.close_connection = True
+        elif path == "/empty.jpg":
+            self._send(b"")
+        else:
+            self.send_error(404)
+
+
+@pytest.fixture(scope="module")
+def jpeg_bytes(astronaut) -> bytes:
+    return _encode(Image.fromarray(astronaut), "JPEG", quality=90)
+
+
+@pytest.fixture(scope="module")
+def http_server(astronaut, jpeg_bytes):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.files = {"jpeg": jpeg_bytes, "png": _encode(Image.fromarray(astronaut), "PNG")}
+    server.requests = []
+    server.sent = {"/stream-chunked": queue.Queue(), "/stream-close": queue.Queue()}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def web(http_server, monkeypatch) -> str:
+    """The test server's base URL, with any proxy settings out of the way."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return f"http://127.0.0.1:{http_server.server_address[1]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _load_error(url: str, **kwargs) -> ImageLoadError:
+    with pytest.raises(ImageLoadError) as info:
+        load_image(url, **kwargs)
+    assert info.value.path == url
+    assert str(info.value) == f"{url}: {info.value.reason}"
+    return info.value
+
+
+def test_url_constants():
+    assert DEFAULT_URL_MAX_BYTES == 52_428_800  # 50 * 1024 * 1024
+    assert DEFAULT_URL_TIMEOUT == 30.0
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("http://example.com/cat.jpg", True),
+        ("https://example.com/cat.jpg", True),
+        ("HTTPS://EXAMPLE.COM/CAT.JPG", True),
+        ("Http://example.com", True),
+        ("https://", True),  # a URL for us; fetching it says what is wrong
+        ("ftp://example.com/cat.jpg", False),
+        ("file:///tmp/cat.jpg", False),
+        ("data:image/png;base64,iVBORw0KGgo=", False),
+        ("http:/example.com", False),
+        ("httpx://example.com", False),
+        (" https://example.com", False),
+        ("cat.jpg", False),
+        ("", False),
+        (Path("https://example.com/cat.jpg"), False),  # a Path is always a file
+        (b"https://example.com/cat.jpg", False),
+        (None, False),
+    ],
+)
+def test_is_url(text, expected):
+    assert is_url(text) is expected
+
+
+def test_fetch_and_load_url_match_the_file(web, http_server, jpeg_bytes, tmp_path):
+    from seglens import __version__
+
+    assert fetch_url(f"{web}/astronaut.jpg") == jpeg_bytes
+    path = tmp_path / "astronaut.jpg"
+    path.write_bytes(jpeg_bytes)
+    image = load_image(f"{web}/astronaut.jpg")
+    assert (image.mode, image.size) == ("RGB", (512, 512))
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(load_image(path)))
+    # spaces and non-ASCII are percent-encoded like a browser would; the fragment is not sent
+    fetch_url(f"{web}/astronaut.jpg?q=a b é#top")
+    assert http_server.requests[-1] == ("/astronaut.jpg?q=a%20b%20%C3%A9", f"seglens/{__version__}")
+
+
+def test_load_url_follows_redirects(web, jpeg_bytes):
+    np.testing.assert_array_equal(np.asarray(load_image(f"{web}/redirect")), np.asarray(load_image(jpeg_bytes)))
+
+
+def test_load_url_content_type_is_not_trusted(web, astronaut):
+    # a PNG the server calls text/html still loads: the decoder sniffs the bytes
+    np.testing.assert_array_equal(np.asarray(load_image(f"{web}/astronaut.png")), astronaut)
+
+
+@pytest.mark.parametrize(
+    "path,said",
+    [("/page.html", "text/html (a web page?)"), ("/data.json", "application/json")],
+)
+def test_load_url_not_an_image(web, path, said):
+    error = _load_error(web + path)
+    assert error.reason == f"not an image: the server sent {said}; link the image file itself"
+    assert error.kind == "unsupported"
+
+
+@pytest.mark.parametrize(
+    "path,reason",
+    [
+        ("/missing.jpg", "HTTP 404 Not Found; check the URL"),
+        ("/private.jpg", "HTTP 403 Forbidden; the image is not public (download it yourself)"),
+        ("/broken.jpg", "HTTP 500 Internal Server Error; the server failed, try again later"),
+        (
+            "/loop",
+            "HTTP 302 Found: too many redirects or no target; open the URL in a browser and use the final address",
+        ),
+    ],
+)
+def test_load_url_http_errors(web, path, reason):
+    error = _load_error(web + path)
+    assert (error.reason, error.kind) == (reason, "unreadable")
+
+
+def test_load_url_redirect_to_another_scheme_is_refused(web):
+    error = _load_error(f"{web}/to-ftp")
+    reason = "redirected to ftp://127.0.0.1/astronaut.jpg, which is not http(s); link the image file itself"
+    assert (error.reason, error.kind) == (reason, "unsupported")
+
+
+def test_url_too_large_by_content_length(web):
+    url = f"{web}/huge.jpg"  # says 10**9 bytes: refused from the headers, nothing is read
+    message = r"/huge\.jpg: larger than 50 MB; download it yourself or raise the limit \(--url-max-mb\)$"
+    with pytest.raises(ImageLoadError, match=message):
+        fetch_url(url)
+    error = _load_error(url, url_max_bytes=1000)
+    assert error.reason == "larger than 1000 bytes; download it yourself or raise the limit (--url-max-mb)"
+    assert error.kind == "too_large"
+
+
+@pytest.mark.parametrize("path", ["/stream-chunked", "/stream-close"])
+def test_url_too_large_while_streaming_stops_reading(web, http_server, path):
+    # no Content-Length: the limit (100000 bytes = 97.7 KB) trips while reading, and the client
+    # hangs up, so the server cannot push its 64 MB (at most the socket buffers' few MB get out)
+    error = _load_error(web + path, url_max_bytes=100_000)
+    assert (error.reason, error.kind) == ("larger than 97.7 KB; download it yourself or raise the limit (--url-max-mb)", "too_large")
+    assert http_server.sent[path].get(timeout=10) < STREAM_TOTAL
+
+
+def test_url_timeout_without_response(web):
+    start = time.monotonic()
+    with pytest.raises(ImageLoadError, match=r"/slow\.jpg: no response within 0\.5 s; check the URL or try again$"):
+        fetch_url(f"{web}/slow.jpg", timeout=SLOW)
+    assert time.monotonic() - start < 3 * SLOW
+
+
+def test_url_deadline_stops_a_trickling_server(web):
+    # a byte every 50 ms never trips the 0.5 s socket timeout; the overall deadline does
+    start = time.monotonic()
+    error = _load_error(f"{web}/trickle.jpg", url_timeout=SLOW)
+    assert error.reason == "download not finished within 0.5 s (server too slow); try again or download it yourself"
+    assert time.monotonic() - start < 3 * SLOW
+
+
+def test_url_truncated_and_cut_off(web, jpeg_bytes):
+    assert _load_error(f"{web}/truncated.jpg").reason == TRUNCATED  # the decoder's check, as for files
+    error = _load_error(f"{web}/cut.jpg")
+    assert error.reason == f"connection closed after 1000 of {len(jpeg_bytes)} bytes; try again"
+    assert _load_error(f"{web}/empty.jpg").reason == "the server sent an empty response (0 bytes); check the URL"
+
+
+def test_url_connection_refused():
+    url = f"http://127.0.0.1:{_free_port()}/cat.jpg"
+    error = _load_error(url)
+    assert error.reason == "cannot connect: connection refused; check the URL (host and port)"
+    assert error.kind == "unreadable"
+
+
+def test_url_host_not_found(monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # no real DNS lookup
+    error = _load_error("https://no-such-host.invalid/cat.jpg")
+    assert error.reason == "cannot connect: host not found (Name or service not known); check the URL and the network"
+
+
+def test_url_tls_error():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_in_plain_http() -> None:  # what an http-only server does to a TLS handshake
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(0.2)  # keep the connection open until the client has read it
+
+    thread = threading.Thread(target=answer_in_plain_http, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/cat.jpg"
+        hint = r"check the URL \(https:// for a plain http server\?\)"
+        pattern = rf"^https://127\.0\.0\.1:\d+/cat\.jpg: TLS error \(.+\); {hint}$"
+        with pytest.raises(ImageLoadError, match=pattern):
+            fetch_url(url, timeout=5)
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+def test_url_argument_checks():
+    with pytest.raises(ValueError, match=r"expects an http:// or https:// URL, got 'ftp://example\.com/a\.jpg'"):
+        fetch_url("ftp://example.com/a.jpg")
+    with pytest.raises(ValueError, match=r"^max_bytes must be a positive int, got 0$"):
+        fetch_url("https://example.com/a.jpg", max_bytes=0)
+    with pytest.raises(ValueError, match=r"^url_timeout must be a positive number of seconds, got 0$"):
+        load_image("https://example.com/a.jpg", url_timeout=0)
+    with pytest.raises(ValueError, match=r"^url_max_bytes must be a positive int, got 1\.5$"):
+        load_image("https://example.com/a.jpg", url_max_bytes=1.5)
+
+
+def test_load_image_other_url_schemes():
+    for url in ("ftp://example.com/cat.jpg", "file:///nonexistent/cat.jpg", "data:image/png;base64,iVBORw0KGgo="):
+        error = _load_error(url)
+        assert (error.reason, error.kind) == ("unsupported URL scheme; use http(s) or a local path", "unsupported")
+
+
+def test_find_images_urls_names_order_and_dedup(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("find_images must not touch the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    cat = _touch(tmp_path / "cat.png")
+    dog = _touch(tmp_path / "a" / "dog.jpg")
+    inputs = [
+        "https://example.com/b/cat.jpg?x=1",
+        str(cat),
+        "HTTPS://EXAMPLE.COM/a/cat.jpg",
+        "https://example.com/",
+        "https://Example.com/b/cat.jpg?x=1#top",  # the first URL again: listed once
+        "http://h.test/photos/caf%C3%A9%20au%20lait.PNG",
+        "http://h.test/a%2F..%2F..%2Fetc%2Fpasswd.jpg",
+        "http://h.test/x%0Ay%3Az.jpeg",
+        f"http://h.test/{'z' * 300}.jpg",
+        "http://h.test/..",
+        "ftp://example.com/cat.jpg",
+        str(dog),
+    ]
+    images, problems = find_images(inputs)
+    assert [(image.path, image.name) for image in images] == [
+        (dog, "dog"),  # files first, sorted by path, then URLs in input order
+        (cat, "cat_png"),  # three "cat"s: the extension is added, then "-2"
+        ("https://example.com/b/cat.jpg?x=1", "cat_jpg"),
+        ("HTTPS://EXAMPLE.COM/a/cat.jpg", "cat_jpg-2"),
+        ("https://example.com/", "example.com"),  # no file name: the host
+        ("http://h.test/photos/caf%C3%A9%20au%20lait.PNG", "café au lait"),
+        ("http://h.test/a%2F..%2F..%2Fetc%2Fpasswd.jpg", "a_._._etc_passwd"),  # no "/", no ".."
+        ("http://h.test/x%0Ay%3Az.jpeg", "x_y_z"),  # control characters and ":" replaced
+        (f"http://h.test/{'z' * 300}.jpg", "z" * 100),
+        ("http://h.test/..", "h.test"),
+    ]
+    assert problems == [("ftp://example.com/cat.jpg", "unsupported URL scheme; use http(s) or a local path")]
+    assert [(image.is_url, image.label) for image in images[1:3]] == [
+        (False, str(cat)),
+        (True, "https://example.com/b/cat.jpg?x=1"),
+    ]
+
+
+def test_find_images_other_schemes_and_odd_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _touch(tmp_path / "data:cat.png")  # a real file of that name wins over the scheme check
+    images, problems = find_images(["data:cat.png", "file:///nope.jpg", "data:image/png;base64,AAAA", "ftp://h/*.jpg"])
+    assert images == [InputImage(Path("data:cat.png"), "data:cat")]
+    reason = "unsupported URL scheme; use http(s) or a local path"
+    assert problems == [("file:///nope.jpg", reason), ("data:image/png;base64,AAAA", reason), ("ftp://h/*.jpg", reason)]

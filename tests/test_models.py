@@ -213,3 +213,20 @@ def test_every_torch_load_in_the_package_is_weights_only():
                 text = open(os.path.join(dirpath, f), encoding="utf-8").read()
                 for call in re.findall(r"torch\.load\([^)]*\)", text):
                     assert "weights_only=True" in call, (f, call)
+
+
+def test_hf_names_dispatch_to_seglens_hf(monkeypatch):
+    assert models.is_hf_model("hf:nvidia/segformer-b0-finetuned-ade-512-512")
+    assert not models.is_hf_model(SMALL) and not models.is_hf_model(None)
+    # hf: checkpoints carry their own weights; refused before transformers is even imported
+    for weights in ("random", "weights.pth"):
+        with pytest.raises(WeightsError, match=r"^hf:org/name: Hugging Face checkpoints carry their own weights"):
+            load_model("hf:org/name", weights=weights)
+    import seglens.hf
+
+    calls = []
+    monkeypatch.setattr(seglens.hf, "load_hf_model", lambda spec, progress: calls.append((spec, progress)) or "loaded")
+    assert load_model("hf:org/name", progress=False) == "loaded"
+    assert load_model("hf:/some/folder", weights=None) == "loaded"
+    assert calls == [("org/name", False), ("/some/folder", True)]
+    assert list_models() == SIX  # the torchvision registry is unchanged

@@ -389,8 +389,9 @@ def test_module_source_has_no_torch_pyplot_print_or_open():
 
 def test_all_lists_the_public_api():
     assert sorted(visualize.__all__) == [
-        "ClassStat", "class_stats", "colorize", "comparison_figure", "display_name", "error_map",
-        "figure", "overlay", "voc_palette",
+        "ADE20K_CATEGORIES", "CITYSCAPES_CATEGORIES", "ClassStat", "ade20k_palette", "background_index",
+        "cityscapes_palette", "class_stats", "colorize", "comparison_figure", "display_name", "distinct_palette",
+        "error_map", "figure", "heat_palette", "outline_low_confidence", "overlay", "palette_for", "voc_palette",
     ]  # fmt: skip
 
 
@@ -431,3 +432,128 @@ def test_tiny_classes_never_read_as_zero_percent():
     labels[1, :6] = 8  # 6 pixels: 0.06% rounds to 0.1%
     fig = visualize.figure(np.zeros((100, 100, 3), dtype=np.uint8), labels, ["__background__"] + ["x"] * 7 + ["cat"] + ["x"] * 6 + ["person"])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background  99.9%", "cat  0.1%", "person  <0.1%"]
+
+
+# --- dataset palettes ----------------------------------------------------------------------
+
+# Spot colours from the published lists (MMSegmentation's ADE20KDataset / CityscapesDataset METAINFO).
+ADE20K_SPOTS = {0: ("wall", (120, 120, 120)), 2: ("sky", (6, 230, 230)), 12: ("person", (150, 5, 61)),
+                20: ("car", (0, 102, 200)), 48: ("skyscraper", (140, 140, 140)), 149: ("flag", (92, 0, 255))}  # fmt: skip
+CITYSCAPES_SPOTS = {0: ("road", (128, 64, 128)), 1: ("sidewalk", (244, 35, 232)), 11: ("person", (220, 20, 60)),
+                    13: ("car", (0, 0, 142)), 18: ("bicycle", (119, 11, 32))}  # fmt: skip
+
+
+def test_ade20k_palette_matches_published_colours():
+    palette = visualize.ade20k_palette()
+    assert palette.shape == (256, 3) and palette.dtype == np.uint8
+    for index, (name, color) in ADE20K_SPOTS.items():
+        assert visualize.ADE20K_CATEGORIES[index] == name
+        assert tuple(palette[index]) == color, name
+    assert len(visualize.ADE20K_CATEGORIES) == 150 and not palette[150:].any()
+
+
+def test_cityscapes_palette_matches_published_colours():
+    palette = visualize.cityscapes_palette()
+    assert palette.shape == (256, 3)
+    for index, (name, color) in CITYSCAPES_SPOTS.items():
+        assert visualize.CITYSCAPES_CATEGORIES[index] == name
+        assert tuple(palette[index]) == color, name
+    assert len(visualize.CITYSCAPES_CATEGORIES) == 19 and not palette[19:].any()
+
+
+def test_distinct_palette_is_deterministic_and_distinct():
+    colors = visualize.distinct_palette(256)
+    assert colors.shape == (256, 3) and colors.dtype == np.uint8
+    assert len({tuple(c) for c in colors}) == 256  # no two equal
+    assert not (colors.sum(axis=1) == 0).any()  # none black
+    np.testing.assert_array_equal(visualize.distinct_palette(10), colors[:10])  # a prefix, call after call
+    first = colors[:20].astype(int)
+    assert np.abs(first[:, None] - first[None]).sum(-1)[~np.eye(20, dtype=bool)].min() >= 60  # far apart
+    with pytest.raises(ValueError, match="1..256"):
+        visualize.distinct_palette(257)
+
+
+ADE_HF = [n + " " if n == "bed" else n for n in visualize.ADE20K_CATEGORIES]  # HF's ade20k-id2label.json writes "bed "
+ADE_DETECTRON = ["road, route" if n == "road" else "window " if n == "windowpane" else n for n in visualize.ADE20K_CATEGORIES]
+CITY_TITLE = [n.title() for n in visualize.CITYSCAPES_CATEGORIES]
+VOC_HF = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "dining table",
+          "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train", "tv/monitor"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "categories, expected",
+    [
+        (VOC_CATEGORIES, "voc"),
+        (VOC_HF, "voc"),  # "tv/monitor" differs: 20 of 21 agree
+        (list(visualize.ADE20K_CATEGORIES), "ade20k"),
+        (ADE_HF, "ade20k"),
+        (ADE_DETECTRON, "ade20k"),
+        (list(visualize.CITYSCAPES_CATEGORIES), "cityscapes"),
+        (CITY_TITLE, "cityscapes"),
+        (list(reversed(visualize.CITYSCAPES_CATEGORIES)), "distinct"),  # same names, other order: other colours
+        (VOC_CATEGORIES[:20], "distinct"),
+        (["sky", "tree", "road"], "distinct"),
+    ],
+    ids=["voc-torchvision", "voc-hf", "ade20k", "ade20k-hf", "ade20k-detectron2", "cityscapes", "cityscapes-title",
+         "cityscapes-reversed", "voc-minus-one", "other"],
+)  # fmt: skip
+def test_palette_for_recognises_datasets_by_names(categories, expected):
+    reference = {
+        "voc": visualize.voc_palette(),
+        "ade20k": visualize.ade20k_palette(),
+        "cityscapes": visualize.cityscapes_palette(),
+        "distinct": visualize.distinct_palette(256),
+    }[expected]
+    palette = visualize.palette_for(categories)
+    if expected == "distinct" and visualize.background_index(categories) == 0:
+        reference[0] = 0
+    np.testing.assert_array_equal(palette, reference)
+
+
+def test_generated_palette_keeps_background_black_only_when_class_0_is_background():
+    assert visualize.background_index(["__background__", "cat"]) == 0
+    assert visualize.background_index(["Unlabeled", "cat"]) == 0
+    assert visualize.background_index(["wall", "background"]) is None
+    assert visualize.background_index([]) is None
+    assert tuple(visualize.palette_for(["background", "lesion"])[0]) == (0, 0, 0)
+    assert tuple(visualize.palette_for(["lesion", "background"])[0]) != (0, 0, 0)
+
+
+def test_class_stats_mean_confidence_exact():
+    labels = np.array([[0, 0, 1], [1, 1, 2]])
+    conf = np.array([[255, 51, 102], [204, 255, 0]], dtype=np.uint8)
+    stats = {s.index: s for s in visualize.class_stats(labels, ["a", "b", "c"], confidence=conf)}
+    assert stats[0].confidence == pytest.approx((255 + 51) / 2 / 255)  # 0.6
+    assert stats[1].confidence == pytest.approx((102 + 204 + 255) / 3 / 255)  # 0.7333
+    assert stats[2].confidence == 0.0
+    assert visualize.class_stats(labels, ["a", "b", "c"])[0].confidence is None
+    with pytest.raises(ValueError, match="does not match"):
+        visualize.class_stats(labels, ["a", "b", "c"], confidence=conf[:1])
+
+
+def test_outline_low_confidence_marks_the_region_boundary_only():
+    rgb = np.zeros((7, 7, 3), np.uint8)
+    conf = np.full((7, 7), 255, np.uint8)
+    conf[2:5, 2:5] = 10  # a 3x3 low-confidence square
+    out = visualize.outline_low_confidence(rgb, conf, threshold=0.5, color=(1, 2, 3))
+    marked = (out == (1, 2, 3)).all(-1)
+    expected = np.zeros((7, 7), bool)
+    expected[2:5, 2:5] = True
+    expected[3, 3] = False  # the inside stays as it was; only the ring is drawn
+    np.testing.assert_array_equal(marked, expected)
+    assert (rgb == 0).all()  # the input is not modified
+
+
+def test_heat_palette_runs_dark_to_bright():
+    heat = visualize.heat_palette()
+    assert heat.shape == (256, 3) and heat.dtype == np.uint8
+    assert heat[0].sum() < 30 and heat[255].sum() > 600  # inferno: near black .. pale yellow
+
+
+def test_figure_with_confidence_adds_a_heat_map_panel_and_legend_means():
+    labels = np.array([[0, 1], [1, 1]])
+    conf = np.array([[255, 128], [128, 128]], dtype=np.uint8)
+    fig = visualize.figure(np.zeros((2, 2, 3), np.uint8), labels, ["background", "cat"], confidence=conf)
+    assert [ax.get_title() for ax in fig.axes] == ["Image", "Segmentation", "Confidence"]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["cat  75.0%  p=0.50", "background  25.0%  p=1.00"]

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from . import __version__
 from .backends import BACKENDS, BackendError
-from .io import DEFAULT_MAX_PIXELS, ImageLoadError, InputImage, atomic_open, bundled_examples, find_images, load_image, save_image, save_mask_png, write_csv, write_json
-from .models import DEFAULT_MODEL, WeightsError, list_models, model_info
+from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageLoadError, InputImage, atomic_open, bundled_examples, find_images, load_image, save_image, save_mask_png, write_csv, write_json
+from .models import DEFAULT_MODEL, WeightsError, is_hf_model, list_models, model_info
+from .video import MASK_FORMATS, VIDEO_SUFFIXES, VideoError, is_video
 from .web import DEFAULT_SERVE_MAX_PIXELS
 
 # Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
@@ -27,8 +28,9 @@ from .evaluate import PROTOCOLS  # noqa: E402
 
 __all__ = ["build_parser", "main"]
 
-OUTPUT_KINDS = ("mask", "overlay", "figure")
-_SUFFIX = {"mask": ".png", "overlay": "_overlay.jpg", "figure": "_figure.png"}
+OUTPUT_KINDS = ("mask", "overlay", "figure", "confidence")
+DEFAULT_OUTPUTS = ("mask", "overlay", "figure")
+_SUFFIX = {"mask": ".png", "overlay": "_overlay.jpg", "figure": "_figure.png", "confidence": "_confidence.png"}
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_START, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -58,6 +60,40 @@ def _alpha(value: str) -> float:
     return a
 
 
+def _fraction(value: str) -> float:
+    a = float(value)
+    if not 0.0 <= a < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1)")
+    return a
+
+
+def _scale(value: str) -> float:
+    a = float(value)
+    if not 0.0 < a <= 16.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 16]")
+    return a
+
+
+def _tile(value: str) -> int:
+    n = int(value)
+    if n < 32:
+        raise argparse.ArgumentTypeError(f"{value} is smaller than 32 pixels")
+    return n
+
+
+def _model_name(value: str) -> str:
+    """A torchvision builder name or ``hf:<repo-or-folder>``."""
+    if value in list_models() or (is_hf_model(value) and len(value) > 3):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown model {value!r}; choose one of: {', '.join(list_models())}, or hf:<repo-or-folder> (see seglens models)")
+
+
+def _torchvision_name(value: str) -> str:
+    if value in list_models():
+        return value
+    raise argparse.ArgumentTypeError(f"unknown model {value!r}; choose one of: {', '.join(list_models())} (this command covers torchvision models)")
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -75,15 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     seg = sub.add_parser("segment", parents=[common], help="segment images: masks, overlays, figures, summary")
-    seg.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    seg.add_argument("inputs", nargs="+", help="image and video files, folders (searched recursively), glob patterns or http(s) image URLs")
     seg.add_argument("-o", "--out", type=Path, default=Path("seglens_out"), help="output folder (default: %(default)s)")
-    seg.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="one of: " + ", ".join(list_models()) + " (default: %(default)s)")
+    seg.add_argument("-m", "--model", default=DEFAULT_MODEL, type=_model_name, metavar="MODEL", help="one of: " + ", ".join(list_models()) + " (default: %(default)s), or hf:<repo-or-folder> for a Hugging Face transformers checkpoint, e.g. hf:nvidia/segformer-b0-finetuned-ade-512-512 (pip install 'seglens[hf]')")
     seg.add_argument("-w", "--weights", default="official", help="'official' (default: downloaded once, SHA-256 checked), 'random' (seeded, meaningless labels) or a .pth/.safetensors state dict")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     seg.add_argument("-b", "--batch-size", type=_positive_int, default=1, help="images per forward pass (default: 1)")
-    seg.add_argument("--outputs", type=_outputs, default=OUTPUT_KINDS, help="comma-separated subset of mask,overlay,figure (default: all)")
+    seg.add_argument("--outputs", type=_outputs, help="comma-separated subset of mask,overlay,figure,confidence (default: mask,overlay,figure for images, overlay for videos); confidence: max-softmax heat map PNG (value = probability x 255), low-confidence outline on the overlay, per-class mean confidence in the summary; videos write overlay and mask")
+    seg.add_argument("--vid-stride", type=_positive_int, default=1, metavar="N", help="videos: segment every N-th frame (the overlay video then plays at fps/N; default: 1)")
+    seg.add_argument("--mask-format", choices=MASK_FORMATS, default="png", help="videos with --outputs mask: png (a folder NAME_mask/ of indexed PNGs named by frame number; default) or video (NAME_mask.mkv, lossless FFV1, pixel value = class index)")
     seg.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the mask, 0..1 (default: 0.5)")
+    seg.add_argument("--resize", choices=("weights", "none"), default="weights", help="weights: the model's own rule (torchvision: short side 520; default); none: full resolution (small objects survive; slower)")
+    seg.add_argument("--scale", type=_scale, help="run the network on the image resized by this factor (e.g. 0.5, 2); overrides --resize")
+    seg.add_argument("--tile", type=_tile, metavar="SIZE", help="sliding window: run SIZE x SIZE windows of the full-resolution (or --scale'd) image and blend them; for huge images (e.g. --tile 512)")
+    seg.add_argument("--overlap", type=_fraction, default=0.25, help="fraction of a --tile window shared with its neighbours, 0..1 (default: 0.25)")
+    seg.add_argument("--low-confidence", type=_alpha, default=0.5, metavar="P", help="with --outputs confidence: outline regions whose probability is below P on the overlay (default: 0.5; 0: no outline)")
     seg.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
+    seg.add_argument("--url-timeout", type=float, default=30.0, help="seconds allowed for each http(s) input's download (default: %(default)s)")
+    seg.add_argument("--url-max-mb", type=float, default=50.0, help="largest http(s) input downloaded, in MB (default: %(default)s)")
     seg.add_argument("--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)")
     seg.add_argument("--backend", default="torch", choices=BACKENDS, help="torch (default), onnxruntime or openvino (exported once, cached; pip install 'seglens[onnx]' / 'seglens[openvino]')")
     seg.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="fp32 (exact, default); fp16/bf16: torch autocast (GPUs); int8: OpenVINO + NNCF quantisation (approximate, fast on CPUs)")
@@ -93,13 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     ev = sub.add_parser("eval", parents=[common], help="score a model on a labelled dataset; write metrics.json, report.md, report.html")
-    ev.add_argument("--dataset", required=True, choices=DATASET_KINDS, help="voc (VOCdevkit layout), coco-voc (COCO with the 20 VOC classes), folder (images/ + masks/)")
+    ev.add_argument("--dataset", required=True, choices=DATASET_KINDS, help="voc (VOCdevkit layout), coco-voc (COCO with the 20 VOC classes), ade20k (ADEChallengeData2016 layout, 150 classes), folder (images/ + masks/)")
     ev.add_argument("--root", required=True, type=Path, help="dataset folder")
     ev.add_argument("--split", default="val", help="voc: ImageSets/Segmentation/SPLIT.txt; coco-voc: SPLIT2017 (default: val)")
     ev.add_argument("--classes", type=Path, help="folder: class names, one per line")
     ev.add_argument("--ignore-index", type=int, default=255, help="label value that is not scored (default: 255)")
     ev.add_argument("-o", "--out", type=Path, default=Path("seglens_eval"), help="report folder (default: %(default)s)")
-    ev.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
+    ev.add_argument("-m", "--model", default=DEFAULT_MODEL, type=_model_name, metavar="MODEL", help="a torchvision model or hf:<repo-or-folder> (default: %(default)s)")
     ev.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors state dict")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ev.add_argument("--protocol", choices=PROTOCOLS, help="torchvision (default for voc, coco-voc: 520-pixel short side, as the published numbers) or native (full resolution; default for folder)")
@@ -115,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     be = sub.add_parser("bench", parents=[common], help="time configurations side by side against the seed's naive way")
-    be.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
+    be.add_argument("-m", "--model", default=DEFAULT_MODEL, type=_torchvision_name, metavar="MODEL", help="default: %(default)s")
     be.add_argument("-w", "--weights", default="random", help="'random' (default: speed does not depend on the values), 'official' or a state dict")
     be.add_argument("--images", type=Path, help="folder of images (default: the bundled examples)")
     be.add_argument("-n", "--n", type=_positive_int, default=8, help="images per timed pass, cycling the folder (default: 8)")
@@ -128,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", parents=[common], help="export a model once for --backend onnxruntime/openvino (cached and reused)")
     ex.add_argument("--format", required=True, choices=("onnx", "openvino"), help="onnx (ONNX Runtime) or openvino (OpenVINO IR)")
-    ex.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list_models(), metavar="MODEL", help="default: %(default)s")
+    ex.add_argument("-m", "--model", default=DEFAULT_MODEL, type=_torchvision_name, metavar="MODEL", help="default: %(default)s")
     ex.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors state dict")
     ex.add_argument("--precision", default="fp32", choices=("fp32", "int8"), help="int8: also quantise with NNCF (openvino only)")
     ex.add_argument("--calibrate", type=Path, help="images for int8 calibration (default: the bundled examples)")
@@ -136,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     srv = sub.add_parser("serve", parents=[common], help="HTTP API and web page (needs: pip install 'seglens[web]')")
-    srv.add_argument("-m", "--model", action="append", choices=list_models(), metavar="MODEL", help=f"model to serve; repeat for several, the first is the default (default: {DEFAULT_MODEL})")
+    srv.add_argument("-m", "--model", action="append", type=_model_name, metavar="MODEL", help=f"model to serve; repeat for several, the first is the default (default: {DEFAULT_MODEL})")
     srv.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors file (a file fits one --model)")
     srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
@@ -155,10 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- models
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths))).rstrip())
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
+    from .hf import hf_model_rows
+
     infos = [model_info(name) for name in list_models()]
+    hf_rows = hf_model_rows()
     if args.json:
-        print(json.dumps([vars(i) for i in infos], indent=2))
+        print(json.dumps([vars(i) for i in infos] + [vars(r) for r in hf_rows], indent=2))
         return EXIT_OK
     header = ("model", "classes", "mIoU", "pixAcc", "GFLOPS", "params", "size", "cached")
     rows = [
@@ -174,10 +228,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
         )
         for i in infos
     ]
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths))))
+    _table(header, rows)
     print("mIoU / pixAcc: COCO val2017 with the 20 VOC classes (torchvision); GFLOPS: multiply-adds per 520x520 image")
+    print()
+    _table(
+        ("Hugging Face checkpoint (--model hf:...)", "family", "classes", "mIoU", "dataset", "cached"),
+        [(r.name, r.family, str(r.num_classes), f"{r.miou:.1f}" if r.miou is not None else "-", r.dataset, "yes" if r.cached else "no") for r in hf_rows],
+    )
+    print("mIoU: published single-scale validation scores (sources: seglens models --json); any other")
+    print("AutoModelForSemanticSegmentation / Mask2Former checkpoint or saved folder works too: pip install 'seglens[hf]'")
     return EXIT_OK
 
 
@@ -206,11 +265,18 @@ def _previous_summary(out: Path) -> dict[str, dict]:
         return {}
 
 
-def _write_outputs(result, paths: dict[str, Path], alpha: float, title: str) -> None:
+def _write_outputs(result, paths: dict[str, Path], alpha: float, title: str, low_confidence: float = 0.0) -> None:
+    from .visualize import heat_palette, outline_low_confidence
+
     if "mask" in paths:
         save_mask_png(paths["mask"], result.labels, result.palette)
+    if "confidence" in paths:
+        save_mask_png(paths["confidence"], result.confidence, heat_palette())
     if "overlay" in paths:
-        save_image(paths["overlay"], result.overlay(alpha))
+        rgb = result.overlay(alpha)
+        if result.confidence is not None and low_confidence > 0:
+            rgb = outline_low_confidence(rgb, result.confidence, threshold=low_confidence, width=max(1, round(max(rgb.shape[:2]) / 500)))
+        save_image(paths["overlay"], rgb)
     if "figure" in paths:
         fig = result.figure(title=title)
         with atomic_open(paths["figure"]) as f:
@@ -220,12 +286,13 @@ def _write_outputs(result, paths: dict[str, Path], alpha: float, title: str) -> 
 def _summary_entry(img: InputImage, result, paths: dict[str, Path], out: Path) -> dict:
     h, w = result.labels.shape
     return {
-        "input": str(img.path),
+        "input": img.label,
         "width": w,
         "height": h,
         "seconds": round(result.seconds, 4),
         "classes": [
             {"index": c.index, "name": c.name, "pixels": c.pixels, "fraction": round(c.fraction, 6), "color": list(c.color)}
+            | ({"mean_confidence": round(c.confidence, 4)} if c.confidence is not None else {})
             for c in result.classes
         ],
         "outputs": {k: p.relative_to(out).as_posix() for k, p in paths.items()},
@@ -275,16 +342,20 @@ def _segmenter(args: argparse.Namespace, **extra):
 def _cmd_segment(args: argparse.Namespace, err) -> int:
     from tqdm import tqdm
 
-
-    images, problems = find_images(args.inputs)
-    if not images:
+    found, problems = find_images(args.inputs, suffixes=IMAGE_EXTENSIONS | VIDEO_SUFFIXES)
+    if not found:
         detail = "; ".join(f"{source}: {reason}" for source, reason in problems)
-        err(f"error: no images found ({detail}); give image files, folders or glob patterns")
+        err(f"error: no images found ({detail}); give image or video files, folders, glob patterns or http(s) URLs")
         return EXIT_CANNOT_START
     for source, reason in problems:
         err(f"error: {source}: {reason}")
+    videos = [f for f in found if not f.is_url and is_video(f.path)]
+    images = [f for f in found if f.is_url or not is_video(f.path)]
+    image_outputs = args.outputs or DEFAULT_OUTPUTS
+    video_outputs = tuple(k for k in (args.outputs or ("overlay",)) if k in ("overlay", "mask"))
     try:
-        seg = _segmenter(args, batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
+        scale = args.scale if args.scale is not None else (1.0 if args.resize == "none" else None)
+        seg = _segmenter(args, batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap, confidence="confidence" in image_outputs)
     except (WeightsError, ValueError, BackendError, ImageLoadError) as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START
@@ -296,8 +367,8 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     if not seg.loaded.meaningful:
         err(f"warning: weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images")
 
-    meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size, "backend": args.backend, "precision": args.precision}
-    names = _unique_names(images, args.outputs)
+    meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size, "backend": args.backend, "precision": args.precision, "scale": seg.scale, "tile": args.tile, "overlap": args.overlap if args.tile else None}
+    names = _unique_names(images, image_outputs)
     previous = _previous_summary(args.out) if args.skip_existing else {}
     failures: list[dict] = [{"input": s, "error": r} for s, r in problems]
     skipped = segmented = 0
@@ -309,16 +380,16 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     todo = []  # (index, InputImage, paths) still to segment
     done: dict[int, dict] = {}  # index -> summary entry, so the summary keeps input order
     for i, (img, name) in enumerate(zip(images, names)):
-        paths = {k: args.out / (name + _SUFFIX[k]) for k in args.outputs}
+        paths = {k: args.out / (name + _SUFFIX[k]) for k in image_outputs}
         if args.skip_existing and all(p.is_file() for p in paths.values()):
             skipped += 1
-            if str(img.path) in previous:
-                done[i] = previous[str(img.path)]
+            if img.label in previous:
+                done[i] = previous[img.label]
         else:
             todo.append((i, img, paths))
 
     def write(i, img, paths, result):
-        _write_outputs(result, paths, args.alpha, img.path.name)
+        _write_outputs(result, paths, args.alpha, img.label if img.is_url else img.path.name, args.low_confidence if "confidence" in image_outputs else 0.0)
         return _summary_entry(img, result, paths, args.out)
 
     def finish(i, img, future) -> None:
@@ -327,26 +398,38 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
             done[i] = future.result()
             segmented += 1
         except OSError as e:
-            fail(str(img.path), f"cannot write outputs ({e}); check free space and permissions of {args.out}")
+            fail(img.label, f"cannot write outputs ({e}); check free space and permissions of {args.out}")
         bar.update(1)
 
-    bar = tqdm(total=len(images), initial=skipped, unit="img", desc="segment", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(total=len(images), initial=skipped, unit="img", desc="segment", file=sys.stderr, disable=args.quiet or not images, dynamic_ncols=True)
     # Outputs are encoded in a writer thread while the model works on the next images.
     writer = ThreadPoolExecutor(1, thread_name_prefix="seglens-write")
     pending: deque = deque()
     interrupted = False
     try:
-        load = lambda item: load_image(item[1].path, max_pixels=args.max_pixels)  # noqa: E731
+        load = lambda item: load_image(item[1].path, max_pixels=args.max_pixels, url_timeout=args.url_timeout, url_max_bytes=round(args.url_max_mb * 2**20))  # noqa: E731
         for (i, img, paths), result in seg.stream(todo, load, workers=args.workers):
             if isinstance(result, Exception):
                 if args.debug and not isinstance(result, (ImageLoadError, ValueError)):
                     raise result
-                fail(str(img.path), getattr(result, "reason", None) or str(result) or type(result).__name__)
+                fail(img.label, getattr(result, "reason", None) or str(result) or type(result).__name__)
                 bar.update(1)
                 continue
             pending.append((i, img, writer.submit(write, i, img, paths, result)))
             while pending and (pending[0][2].done() or len(pending) > 2):  # at most 2 results held
                 finish(*pending.popleft())
+        while pending:
+            finish(*pending.popleft())
+        bar.close()
+        for j, video in enumerate(videos):
+            entry = _segment_one_video(args, seg, video, video_outputs, previous, fail)
+            if entry is None:
+                continue
+            if entry.pop("skipped", False):
+                skipped += 1
+            else:
+                segmented += 1
+            done[len(images) + j] = entry
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -362,6 +445,44 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
         return EXIT_INTERRUPTED
     err(("done: " if not failures else "finished with errors: ") + line)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _segment_one_video(args: argparse.Namespace, seg, video: InputImage, outputs: tuple[str, ...], previous: dict, fail) -> dict | None:
+    """One video through video.segment_video with a progress bar in frames; None if it failed
+    (``fail(input, reason)`` told). A partial video (decoding stopped part-way) returns its entry
+    with "error" set, and is reported too."""
+    from tqdm import tqdm
+
+    from .video import probe, segment_video
+
+    label = video.label
+    if not outputs:
+        fail(label, "nothing to write for a video; add overlay and/or mask to --outputs")
+        return None
+    mask_name = video.name + ("_mask" if args.mask_format == "png" else "_mask.mkv")
+    finals = {"overlay": args.out / f"{video.name}_overlay.mp4", "mask": args.out / mask_name}
+    if args.skip_existing and all(finals[k].exists() for k in outputs) and label in previous:
+        return {**previous[label], "skipped": True}
+    try:
+        info = probe(video.path)
+    except VideoError as e:
+        fail(label, e.reason)
+        return None
+    total = -(-info.frames // args.vid_stride) if info.frames else None
+    bar = tqdm(total=total, unit="frame", desc=video.path.name, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    try:
+        entry = segment_video(seg, video.path, args.out, video.name, outputs=outputs, stride=args.vid_stride, alpha=args.alpha, mask_format=args.mask_format, progress=bar.update, workers=args.workers)
+    except VideoError as e:
+        fail(label, e.reason)
+        return None
+    except OSError as e:
+        fail(label, f"cannot write outputs ({e}); check free space and permissions of {args.out}")
+        return None
+    finally:
+        bar.close()
+    if entry.get("error"):
+        fail(label, entry["error"])
+    return entry
 
 
 # ---------------------------------------------------------------- bench
@@ -493,7 +614,7 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
         err(f"error: {len(problems)} label problems; fix them or run without --strict to score anyway")
         return EXIT_CANNOT_START
 
-    protocol = args.protocol or ("native" if args.dataset == "folder" else "torchvision")
+    protocol = args.protocol or ("native" if args.dataset in ("folder", "ade20k") else "torchvision")
     config = EvalConfig(protocol=protocol, tta=tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width, worst=max(0, args.worst))
     with tqdm(total=len(dataset), unit="img", desc="eval", file=sys.stderr, disable=args.quiet, dynamic_ncols=True) as bar:
         result = evaluate(seg, dataset, config, progress=bar.update)

@@ -1,6 +1,6 @@
 """Labelled segmentation datasets for ``seglens eval``, and checks of their label files.
 
-Three kinds, opened with :func:`open_dataset`:
+Four kinds, opened with :func:`open_dataset`:
 
 - ``voc``: PASCAL VOC 2012 (``JPEGImages/``, ``SegmentationClass/`` palette PNGs,
   ``ImageSets/Segmentation/{split}.txt``); 255 marks ignored ("void") pixels.
@@ -8,6 +8,10 @@ Three kinds, opened with :func:`open_dataset`:
   torchvision's ``references/segmentation/coco_utils.py`` does (the protocol behind the mIoU
   numbers in torchvision's weights metadata); see :class:`_CocoVocDataset`.
 - ``folder``: ``images/`` and ``masks/`` (PNG class indices) matched by relative path and stem.
+- ``ade20k``: the ADE20K scene-parsing benchmark as ``ADEChallengeData2016`` unpacks
+  (``images/{training,validation}/*.jpg``, ``annotations/{training,validation}/*.png``);
+  annotation 0 ("other") becomes 255 (ignored) and 1..150 become classes 0..149, the
+  ``reduce_zero_label`` convention of MMSegmentation and Hugging Face's 150-class models.
 
 Reading is lazy: opening a dataset reads only list files (or the COCO json); each
 ``dataset[i]`` reads one image and its labels. :func:`validate_labels` reads every mask but
@@ -29,19 +33,22 @@ from pycocotools import mask as coco_mask
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 
 from .io import ALLOWED_FORMATS, IMAGE_EXTENSIONS, ImageLoadError, load_image
+from .visualize import ADE20K_CATEGORIES
 
 __all__ = [
     "COCO_VOC_CATEGORY_IDS", "DATASET_KINDS", "PROBLEM_KINDS", "DatasetError", "LabelProblem",
     "Sample", "SegmentationDataset", "open_dataset", "validate_labels",
 ]
 
-DATASET_KINDS: tuple[str, ...] = ("voc", "coco-voc", "folder")
+DATASET_KINDS: tuple[str, ...] = ("voc", "coco-voc", "folder", "ade20k")
 PROBLEM_KINDS: tuple[str, ...] = (
     "out_of_range", "binary_mask", "rgb_mask", "size_mismatch", "missing_mask", "unreadable",
 )
 # CAT_LIST of get_coco in torchvision's references/segmentation/coco_utils.py: the COCO category
 # id at position i becomes VOC class i (1 person -> 15, 18 dog -> 12, ...); 0 is no COCO id.
 COCO_VOC_CATEGORY_IDS: tuple[int, ...] = (0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
+# ADE20K's split folders; "val" and "train" are accepted as the other kinds name them.
+_ADE20K_SPLITS = {"val": "validation", "validation": "validation", "train": "training", "training": "training"}
 
 _INDEX_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I;16N", "I")  # pixel values are indices
 _ORIENTATION = 0x0112  # EXIF tag
@@ -108,8 +115,8 @@ class SegmentationDataset:
     """Base of the dataset kinds: a sized, indexable sequence of :class:`Sample`.
 
     Attributes:
-        kind: "voc", "coco-voc" or "folder".
-        root: the dataset folder (for voc, the VOC2012 folder itself).
+        kind: "voc", "coco-voc", "folder" or "ade20k".
+        root: the dataset folder (for voc, the VOC2012 folder itself; for ade20k, ADEChallengeData2016).
         split: "val", "train", ... (None for folder datasets).
         categories: class names by index, or None when the dataset does not name them.
         ignore_index: the target value of unlabelled pixels.
@@ -218,18 +225,44 @@ class _CocoVocDataset(SegmentationDataset):
         return mask.astype(np.uint8)
 
 
+class _Ade20kDataset(SegmentationDataset):
+    """ADE20K scene parsing: each annotation PNG holds class + 1, and 0 for "other".
+
+    ``dataset[i].target`` is 255 (ignored) where the annotation is 0 and ``value - 1`` elsewhere,
+    so classes 1..150 become 0..149 in ``ADE20K_CATEGORIES`` order: the ``reduce_zero_label``
+    rule of MMSegmentation's ADE20KDataset and of Hugging Face's ADE20K image processors, under
+    which the published 150-class numbers are measured. ``mask_path(i)`` is the raw annotation.
+    """
+
+    def __init__(self, *, mask_dir: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mask_dir = mask_dir  # annotations/<split folder>
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = super().__getitem__(i)  # raw values, range- and size-checked
+        return Sample(name=sample.name, image=sample.image, target=_ade20k_labels(sample.target), instances=None)
+
+
+def _ade20k_labels(values: np.ndarray) -> np.ndarray:
+    """ADE20K annotation values (0..255) -> class indices: 0 ("other") -> 255, v -> v - 1."""
+    values = np.asarray(values).astype(np.int64)
+    return np.where(values == 0, 255, values - 1).astype(np.uint8)
+
+
 def open_dataset(kind: str, root: str | os.PathLike, *, split: str = "val",
                  classes_file: str | os.PathLike | None = None, ignore_index: int = 255,
                  limit: int | None = None) -> SegmentationDataset:
     """Open a labelled dataset (reads list files or the COCO json only).
 
     Args:
-        kind: "voc", "coco-voc" or "folder".
+        kind: "voc", "coco-voc", "folder" or "ade20k".
         root: voc: the VOC2012 folder, or a folder holding VOCdevkit/VOC2012 or VOC2012.
+            ade20k: the ADEChallengeData2016 folder, or the folder holding it.
             coco-voc: the folder holding ``{split}2017/`` and
             ``annotations/instances_{split}2017.json``. folder: the folder holding ``images/``
             and ``masks/`` (``masks/a/b.png`` labels ``images/a/b.jpg``; sample name "a/b").
-        split: voc and coco-voc split ("val", "train", ...); ignored for folder datasets.
+        split: voc and coco-voc split ("val", "train", ...); ade20k: "val" (= "validation") or
+            "train" (= "training"); ignored for folder datasets.
         classes_file: folder only: class names, one per line (blank lines ignored).
         ignore_index: the label of unlabelled pixels, 0..255 (voc and coco-voc use 255).
         limit: keep only the first ``limit`` images (in the dataset's sorted order).
@@ -244,7 +277,8 @@ def open_dataset(kind: str, root: str | os.PathLike, *, split: str = "val",
     if kind != "folder" and ignore_index != 255:
         raise DatasetError(f"{kind} labels mark ignored pixels with 255; ignore_index must be 255, got {ignore_index}")
     if kind != "folder" and classes_file is not None:
-        raise DatasetError(f"a classes file applies only to folder datasets ({kind} has the 21 VOC classes)")
+        named = "the 150 ADE20K classes" if kind == "ade20k" else "the 21 VOC classes"
+        raise DatasetError(f"a classes file applies only to folder datasets ({kind} has {named})")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DatasetError(f"limit must be a positive integer or None, got {limit!r}")
     root = Path(root)
@@ -254,6 +288,8 @@ def open_dataset(kind: str, root: str | os.PathLike, *, split: str = "val",
         return _open_voc(root, split, limit)
     if kind == "coco-voc":
         return _open_coco_voc(root, split, limit)
+    if kind == "ade20k":
+        return _open_ade20k(root, split, limit)
     return _open_folder(root, classes_file, ignore_index, limit)
 
 
@@ -286,6 +322,31 @@ def _open_voc(root: Path, split: str, limit: int | None) -> SegmentationDataset:
     items = [_Item(n, base / "JPEGImages" / f"{n}.jpg", base / "SegmentationClass" / f"{n}.png") for n in names]
     return SegmentationDataset(kind="voc", root=base, split=split, categories=_voc_categories(),
                                ignore_index=255, items=items[:limit])
+
+
+def _open_ade20k(root: Path, split: str, limit: int | None) -> SegmentationDataset:
+    layout = "images/SPLIT/NAME.jpg and annotations/SPLIT/NAME.png (SPLIT: validation or training)"
+    base = root if (root / "images").is_dir() or (root / "annotations").is_dir() else root / "ADEChallengeData2016"
+    if not base.is_dir():
+        raise DatasetError(f"{root}: not an ADE20K folder: expected {layout} in it or in ADEChallengeData2016/")
+    folder = _ADE20K_SPLITS.get(split)
+    if folder is None:
+        raise DatasetError(f"ade20k has no split {split!r}: use val (the validation folder) or train (training)")
+    image_dir, mask_dir = base / "images" / folder, base / "annotations" / folder
+    for path in (image_dir, mask_dir):
+        if not path.is_dir():
+            raise DatasetError(f"{path}: missing folder (an ADEChallengeData2016 folder holds {layout})")
+    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
+    masks = _files_by_stem(mask_dir, frozenset({".png"}))
+    if not images:
+        raise DatasetError(f"{image_dir}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    chosen = sorted(images)[:limit]
+    items = [_Item(n, images[n], masks[n]) for n in chosen if n in masks]
+    unmatched = tuple((n, images[n]) for n in chosen if n not in masks)
+    # The 150 benchmark names (not None): the CLI then checks the model's class count against
+    # them, and a Hugging Face ADE20K checkpoint reports the same names from its id2label.
+    return _Ade20kDataset(kind="ade20k", root=base, split=split, categories=ADE20K_CATEGORIES, ignore_index=255,
+                          items=items, unmatched=unmatched, mask_dir=mask_dir)
 
 
 def _open_coco_voc(root: Path, split: str, limit: int | None) -> SegmentationDataset:
@@ -464,8 +525,9 @@ def validate_labels(dataset: SegmentationDataset, num_classes: int, *,
         return _validate_coco(dataset, progress)
     slots: list[LabelProblem | tuple[LabelProblem, LabelProblem | None]] = []
     multiclass = False  # some mask holds a class other than 0 and 1
+    ade = isinstance(dataset, _Ade20kDataset)
     for item in dataset._items:
-        found, shows_classes = _check_item(item, num_classes, dataset.ignore_index)
+        found, shows_classes = _check_item(item, num_classes, dataset.ignore_index, ade20k=ade)
         slots += found
         multiclass = multiclass or shows_classes
         if progress:
@@ -476,7 +538,8 @@ def validate_labels(dataset: SegmentationDataset, num_classes: int, *,
             slot = slot[1] if multiclass else slot[0]
         if slot is not None:
             problems.append(slot)
-    return problems + [LabelProblem(n, str(p), "missing_mask", f"no mask: expected {dataset.root / 'masks' / n}.png")
+    mask_dir = dataset.mask_dir if ade else dataset.root / "masks"
+    return problems + [LabelProblem(n, str(p), "missing_mask", f"no mask: expected {mask_dir / n}.png")
                        for n, p in dataset.unmatched]
 
 
@@ -488,8 +551,11 @@ def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(values, return_counts=True)
 
 
-def _check_item(item: _Item, num_classes: int, ignore: int) -> tuple[list[Any], bool]:
-    """Problems of one voc/folder item, and whether its mask holds a class other than 0 and 1."""
+def _check_item(item: _Item, num_classes: int, ignore: int, *, ade20k: bool = False) -> tuple[list[Any], bool]:
+    """Problems of one voc/folder/ade20k item, and whether its mask holds a class other than 0 and 1.
+
+    ade20k: stored values 0 (unlabelled) and 1..num_classes (class + 1) are valid, and masks are
+    never reported as binary (an annotation of "other" and "wall" only is legitimate)."""
     found: list[Any] = []
     mask = str(item.mask)
     try:
@@ -501,15 +567,22 @@ def _check_item(item: _Item, num_classes: int, ignore: int) -> tuple[list[Any], 
             found.append(LabelProblem(item.name, mask, p.kind, p.detail))
         return found, False
     present, counts = _value_counts(values)
-    bad = [(int(v), int(c)) for v, c in zip(present, counts) if not 0 <= v < num_classes and v != ignore]
+    if ade20k:  # stored as class + 1; 0 is unlabelled
+        bad = [(int(v), int(c)) for v, c in zip(present, counts) if v != 0 and not 1 <= v <= num_classes]
+    else:
+        bad = [(int(v), int(c)) for v, c in zip(present, counts) if not 0 <= v < num_classes and v != ignore]
     out_of_range = None
     if bad:
         listed = ", ".join(f"{v} ({c} px)" for v, c in bad[:10]) + (", ..." if len(bad) > 10 else "")
-        detail = (f"{sum(c for _, c in bad)} pixels have values outside the classes 0..{num_classes - 1} "
-                  f"that are not the ignore index {ignore}: {listed}")
+        if ade20k:
+            detail = (f"{sum(c for _, c in bad)} pixels have annotation values outside 0..{num_classes} "
+                      f"(ADE20K stores class + 1, 0 for unlabelled): {listed}")
+        else:
+            detail = (f"{sum(c for _, c in bad)} pixels have values outside the classes 0..{num_classes - 1} "
+                      f"that are not the ignore index {ignore}: {listed}")
         out_of_range = LabelProblem(item.name, mask, "out_of_range", detail)
     values_set = {int(v) for v in present}
-    if num_classes > 2 and values_set in ({0, 255}, {0, 1}):
+    if num_classes > 2 and not ade20k and values_set in ({0, 255}, {0, 1}):
         detail = (f"looks like a binary 0/{max(values_set)} mask, not class indices: pixel values must be class "
                   f"indices 0..{num_classes - 1} ({ignore} for ignored pixels)")
         found.append((LabelProblem(item.name, mask, "binary_mask", detail), out_of_range))

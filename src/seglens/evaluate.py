@@ -12,6 +12,16 @@ Protocols:
   COCO val2017 this is the protocol of the published mIoU / pixel accuracy.
 - ``native``: the Segmenter's own path (``weights.transforms()``, logits upsampled to the image's
   original size), metrics at full resolution against the untouched target.
+
+Models without torchvision's preset (Hugging Face checkpoints, ``hf:<repo>``) are always scored
+with ``native``, whatever the config asks; ``metrics["protocol"]`` names the protocol used. The
+520-pixel torchvision protocol means nothing for them, while ``native`` runs the checkpoint's
+own image processor and scores at each image's original size against the untouched annotation,
+which is how their published numbers were measured (MMSegmentation, the SegFormer and
+Mask2Former code all resize predictions back to the original image). What can still differ is
+the resize before the network: Hugging Face's processors resize as their configs say (e.g.
+SegFormer to a fixed 512 x 512 square, where MMSegmentation keeps the aspect ratio with a
+512-pixel short side), so expect numbers close to, not equal to, the published ones.
 """
 
 from __future__ import annotations
@@ -107,6 +117,13 @@ class EvalResult:
     worst: list[WorstImage] = field(default_factory=list)
 
 
+def _has_torchvision_preset(seg: Segmenter) -> bool:
+    """Whether the model's transforms are torchvision's SemanticSegmentation preset (the
+    torchvision protocol needs its resize_size, mean and std)."""
+    tf = seg.loaded.transforms
+    return all(hasattr(tf, a) for a in ("resize_size", "mean", "std"))
+
+
 def _torchvision_inputs(seg: Segmenter, sample: Sample) -> tuple[torch.Tensor, np.ndarray, Image.Image]:
     """Image and target as references/segmentation's SegmentationPresetEval(base_size=520) makes them."""
     tf = seg.loaded.transforms  # mean, std and the 520 base size come from the weights
@@ -186,7 +203,8 @@ def evaluate(
     Args:
         seg: the model to score (batch size is ignored: batch 1, as the protocols specify).
         dataset: from :func:`seglens.datasets.open_dataset`.
-        config: protocol, TTA and analysis settings.
+        config: protocol, TTA and analysis settings; a model without torchvision's preset
+            (``hf:`` checkpoints) is scored with ``native`` (see the module docstring).
         progress: called with 1 after each image.
 
     Returns:
@@ -194,6 +212,7 @@ def evaluate(
     """
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"protocol {config.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    protocol = config.protocol if _has_torchvision_preset(seg) else "native"
     n = len(seg.categories)
     ignore = dataset.ignore_index
     names = [display_name(c) for c in seg.categories]
@@ -212,7 +231,7 @@ def evaluate(
             if progress:
                 progress(1)
             continue
-        if config.protocol == "torchvision":
+        if protocol == "torchvision":
             x, target, shown = _torchvision_inputs(seg, sample)
             instances = _resize_instances(sample.instances, target.shape)
         else:
@@ -246,14 +265,14 @@ def evaluate(
         "weights_sha256": seg.loaded.sha256,
         "device": str(seg.device),
         "dataset": {"kind": dataset.kind, "root": str(dataset.root), "split": dataset.split, "images": len(dataset) - len(skipped)},
-        "protocol": config.protocol,
+        "protocol": protocol,
         "tta": str(config.tta) if config.tta else None,
         "miou": _pct(final.miou),
         "pixel_acc": _pct(final.pixel_acc),
         "mean_acc": _pct(final.mean_acc),
         "fwiou": _pct(final.fwiou),
         "mean_dice": _pct(final.mean_dice),
-        "published": _published(seg, dataset, config.protocol),
+        "published": _published(seg, dataset, protocol),
         "absent_rule": ABSENT_RULE,
         "class_names": names,
         "per_class": {

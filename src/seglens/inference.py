@@ -16,11 +16,12 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 from .io import DEFAULT_MAX_PIXELS, load_image, to_rgb
-from .models import DEFAULT_MODEL, LoadedModel, load_model
-from .visualize import ClassStat, class_stats, colorize, figure, overlay, voc_palette
+from .models import DEFAULT_MODEL, LoadedModel, is_hf_model, load_model
+from .visualize import ClassStat, background_index, class_stats, colorize, figure, overlay, voc_palette
 
 __all__ = ["SegmentationResult", "Segmenter", "resolve_device", "upsample_argmax"]
 
@@ -53,25 +54,38 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda or mps") from e
 
 
-def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], *, budget_bytes: int = _UPSAMPLE_BUDGET_BYTES) -> torch.Tensor:
+def upsample_argmax(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    budget_bytes: int = _UPSAMPLE_BUDGET_BYTES,
+    confidence: bool = False,
+    scores: str = "logits",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Bilinear upsampling (align_corners=False) of one image's logits, then argmax over classes.
 
     Args:
         logits: (C, h, w) float tensor.
         size: output (H, W).
         budget_bytes: largest float32 block of upsampled logits held at once.
+        confidence: also return the per-pixel confidence of the winning class.
+        scores: ``"logits"`` (confidence = max softmax probability) or ``"probs"`` (scores that
+            are already probability-like, e.g. Mask2Former's: confidence = max / sum).
 
     Returns:
         (H, W) int64 tensor of class indices, equal to
         ``F.interpolate(logits[None], size, mode="bilinear", align_corners=False)[0].argmax(0)``;
         ties go to the lowest class index, as in ``argmax``. (Exact for logits as the models
         make them, h and w >= 65; PyTorch vectorises inputs under ~40 pixels across channels,
-        where a channel slice may differ in the last bit.)
+        where a channel slice may differ in the last bit.) With ``confidence``: ``(labels,
+        conf)``, conf (H, W) float32 in (0, 1], computed on the upsampled scores.
     """
     num_classes = logits.shape[0]
-    chunk = max(1, budget_bytes // (size[0] * size[1] * 4))
+    chunk = max(1, budget_bytes // (size[0] * size[1] * 4 * (2 if confidence else 1)))
     if chunk >= num_classes:
-        return F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+        up = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        labels = up.argmax(0)
+        return (labels, _confidence(up, scores)) if confidence else labels
     best_val = best_idx = None
     for start in range(0, num_classes, chunk):
         up = F.interpolate(logits[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
@@ -83,7 +97,50 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], *, budget_bytes
         better = val > best_val  # strict: earlier classes win ties, as argmax does
         torch.maximum(best_val, val, out=best_val)
         best_idx.masked_scatter_(better, idx[better] + start)
-    return best_idx
+    if not confidence:
+        return best_idx
+    total = torch.zeros_like(best_val)  # second pass: the softmax denominator, chunk by chunk
+    for start in range(0, num_classes, chunk):
+        up = F.interpolate(logits[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
+        total += (up.sub_(best_val).exp_() if scores == "logits" else up).sum(0)
+        del up
+    return best_idx, (total.reciprocal_() if scores == "logits" else best_val / total)
+
+
+def _confidence(scores_map: torch.Tensor, kind: str) -> torch.Tensor:
+    """(C, H, W) scores -> (H, W) float32 confidence of the top class (overwrites nothing)."""
+    top = scores_map.max(0).values
+    if kind == "logits":  # max softmax = 1 / sum(exp(l - max)); numerically safe
+        return (scores_map - top).exp_().sum(0).reciprocal_()
+    return top / scores_map.sum(0).clamp_min(torch.finfo(scores_map.dtype).tiny)
+
+
+def _quantize(conf: torch.Tensor) -> np.ndarray:
+    """Confidence in [0, 1] -> uint8 0..255 (round half to even), as stored in results and PNGs."""
+    return conf.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def _tile_starts(n: int, tile: int, stride: int) -> list[int]:
+    """Window offsets covering 0..n with windows of ``tile`` (<= n) every ``stride``; the last ends at n."""
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile, stride))
+    return starts + [n - tile]
+
+
+def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> torch.Tensor:
+    """1-D blending weights: 1 inside, falling linearly to ~0 over ``ramp`` pixels at an edge
+    that overlaps a neighbouring window (``rise``: start edge, ``fall``: end edge). Edges on the
+    image border stay 1, so one window covering the image weighs every pixel exactly 1."""
+    w = torch.ones(length)
+    ramp = min(ramp, length // 2)
+    if ramp > 0:
+        r = (torch.arange(ramp, dtype=torch.float32) + 0.5) / ramp
+        if rise:
+            w[:ramp] = r
+        if fall:
+            w[length - ramp :] = r.flip(0)
+    return w
 
 
 class _Done:
@@ -106,6 +163,8 @@ class SegmentationResult:
         categories: class names, index = label value.
         palette: (256, 3) uint8 colours, index = label value.
         seconds: wall time spent on this image (its share of a batch).
+        confidence: (H, W) uint8, the winning class's probability x 255 (max softmax), when the
+            Segmenter was made with ``confidence=True``; else None.
     """
 
     labels: np.ndarray
@@ -113,23 +172,28 @@ class SegmentationResult:
     categories: tuple[str, ...]
     palette: np.ndarray = field(repr=False)
     seconds: float = 0.0
+    confidence: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> list[ClassStat]:
-        """Classes present, largest first, with pixel counts, fractions and colours."""
-        return class_stats(self.labels, self.categories, self.palette)
+        """Classes present, largest first, with pixel counts, fractions, colours and (with
+        confidence maps) each class's mean confidence."""
+        return class_stats(self.labels, self.categories, self.palette, confidence=self.confidence)
 
     def colorize(self) -> np.ndarray:
         """(H, W, 3) uint8 colour mask."""
         return colorize(self.labels, self.palette)
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
-        """(H, W, 3) uint8 image with the colour mask blended in (background left as is)."""
-        return overlay(self.image, self.labels, self.palette, alpha=alpha)
+        """(H, W, 3) uint8 image with the colour mask blended in (a background class left as is;
+        classes at index 0 that are not background, e.g. ADE20K's "wall", are tinted)."""
+        generic = self.categories[0] == "class 0"  # a fine-tuned head: torchvision trains 0 as background
+        return overlay(self.image, self.labels, self.palette, alpha=alpha, background=0 if generic else background_index(self.categories))
 
     def figure(self, *, title: str | None = None):
-        """Matplotlib figure: image | colour mask, with a legend of the classes present."""
-        return figure(self.image, self.labels, self.categories, self.palette, title=title)
+        """Matplotlib figure: image | colour mask (| confidence heat map), with a legend of the
+        classes present."""
+        return figure(self.image, self.labels, self.categories, self.palette, title=title, confidence=self.confidence)
 
 
 class Segmenter:
@@ -158,6 +222,14 @@ class Segmenter:
             Labels agree with the contiguous layout on >= 99.99% of pixels, not bit for bit.
         compile: ``torch.compile`` the model (first batches slow while it compiles).
         calibration: images for int8 quantisation (used once; the quantised model is cached).
+        scale: ``None`` (default) resizes as the weights specify (torchvision: short side 520;
+            Hugging Face: the model's image processor); a number runs the network on the image
+            resized by that factor (1.0: full resolution), labels still at the input's size.
+        tile: run the network window by window, ``tile`` x ``tile`` pixels of the (scaled) image,
+            blending overlapping logits with weights that fall off toward window edges; memory
+            is bounded by one row of windows. Implies ``scale=1.0`` unless a scale is given.
+        overlap: fraction of a window shared with its neighbour, 0 <= overlap < 1.
+        confidence: also compute each pixel's max-softmax probability (results' ``confidence``).
     """
 
     def __init__(
@@ -175,11 +247,26 @@ class Segmenter:
         channels_last: bool | None = None,
         compile: bool = False,
         calibration: Sequence[Image.Image] | None = None,
+        scale: float | None = None,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        confidence: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if scale is not None and not (0 < scale <= 16):
+            raise ValueError(f"scale must be in (0, 16], got {scale}")
+        if tile is not None and tile < 32:
+            raise ValueError(f"tile must be at least 32 pixels, got {tile}")
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        self.scale = 1.0 if (tile is not None and scale is None) else scale
+        self.tile, self.overlap, self.confidence = tile, overlap, confidence
         if backend == "openvino" and str(device) == "auto":
             device = "cpu"  # OpenVINO runs on the CPU here; "auto" must not pick a GPU for it
+        name = model.name if isinstance(model, LoadedModel) else model
+        if backend != "torch" and is_hf_model(name):
+            raise ValueError(f"{name}: Hugging Face models run with --backend torch (ONNX / OpenVINO export covers torchvision models)")
         self.device = resolve_device(device)
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, weights=weights, progress=progress, seed=seed)
         self.batch_size = batch_size
@@ -187,7 +274,9 @@ class Segmenter:
         self.categories = self.loaded.categories
         if len(self.categories) > 256:
             raise ValueError(f"{len(self.categories)} classes do not fit uint8 label maps (at most 256)")
-        self.palette = voc_palette(256)
+        self.palette = voc_palette(256) if self.loaded.palette is None else self.loaded.palette
+        tf = self.loaded.transforms
+        self._mean, self._std = self.loaded.normalize or (tuple(tf.mean), tuple(tf.std))
         self.backend, self.precision = backend, precision
         self._runner = None
         if backend == "torch":
@@ -225,19 +314,37 @@ class Segmenter:
             return self.model(x)["out"].float()
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """(3, h, w) float32 tensor exactly as ``weights.transforms()`` makes it (short side 520)."""
-        tensor = self.loaded.transforms(image)
-        if tensor.shape[-2] * tensor.shape[-1] > _MAX_MODEL_PIXELS:
-            w, h = image.size
-            raise ValueError(f"aspect ratio {w}x{h} is too extreme for the model's 520-pixel short side; crop it first")
-        return tensor
+        """The network's input for one RGB image.
+
+        Default: (3, h, w) float32 exactly as ``weights.transforms()`` makes it (short side 520).
+        With ``scale``: the image resized by that factor (PIL bilinear, as torchvision's
+        transforms resize), then scaled to 0..1 and normalised with the weights' mean and std.
+        With ``tile``: (3, h, w) uint8 of the scaled image; windows are normalised one by one.
+        """
+        w, h = image.size
+        if self.scale is None:
+            tensor = self.loaded.transforms(image)
+            if tensor.shape[-2] * tensor.shape[-1] > _MAX_MODEL_PIXELS:
+                raise ValueError(f"aspect ratio {w}x{h} is too extreme for the model's 520-pixel short side; crop it first")
+            return tensor
+        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        if self.tile is None and size[0] * size[1] > _MAX_MODEL_PIXELS:
+            raise ValueError(f"{w}x{h} at scale {self.scale:g} is {size[0]}x{size[1]}, too large for one pass; add --tile 512 (or use a smaller --scale)")
+        scaled = image if size == (w, h) else image.resize(size, Image.Resampling.BILINEAR)
+        pixels = TF.pil_to_tensor(scaled)
+        return pixels if self.tile is not None else self._normalize(pixels)
+
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, h, w) -> float32 normalised, as torchvision's SemanticSegmentation does."""
+        return TF.normalize(TF.convert_image_dtype(pixels, torch.float), mean=self._mean, std=self._std)
 
     def predict(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, float]]:
         """Label maps for RGB PIL images of any sizes, in input order.
 
         Returns:
             One ``(labels, seconds)`` per image: labels (H, W) uint8 at the image's own size,
-            seconds its share of the wall time.
+            seconds its share of the wall time; ``(labels, seconds, confidence)`` when the
+            Segmenter computes confidence.
         """
         return self.predict_tensors([self.preprocess(im) for im in images], [(im.height, im.width) for im in images])
 
@@ -246,11 +353,19 @@ class Segmenter:
         """Like :meth:`predict`, for tensors from :meth:`preprocess` and the (H, W) to upsample to.
 
         Tensors of equal shape are batched together, ``batch_size`` at a time.
+        Returns one ``(labels, seconds)`` per tensor, or ``(labels, seconds, confidence)`` when
+        the Segmenter computes confidence (uint8 (H, W), probability x 255).
         """
+        out: list[tuple | None] = [None] * len(tensors)
+        if self.tile is not None:
+            for i, t in enumerate(tensors):
+                t0 = time.perf_counter()
+                labels, conf = self._tiled(t, tuple(sizes[i]))
+                out[i] = (labels, time.perf_counter() - t0) + ((conf,) if self.confidence else ())
+            return out  # type: ignore[return-value]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, t in enumerate(tensors):
             groups[tuple(t.shape)].append(i)
-        out: list[tuple[np.ndarray, float] | None] = [None] * len(tensors)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
@@ -260,9 +375,70 @@ class Segmenter:
                 share = (time.perf_counter() - t0) / len(chunk)
                 for j, i in enumerate(chunk):
                     t1 = time.perf_counter()
-                    labels = upsample_argmax(logits[j], tuple(sizes[i])).to(torch.uint8).cpu().numpy()
-                    out[i] = (labels, share + time.perf_counter() - t1)
+                    if self.confidence:
+                        labels, conf = upsample_argmax(logits[j], tuple(sizes[i]), confidence=True, scores=self.loaded.scores)
+                        extra = (_quantize(conf),)
+                    else:
+                        labels, extra = upsample_argmax(logits[j], tuple(sizes[i])), ()
+                    out[i] = (labels.to(torch.uint8).cpu().numpy(), share + time.perf_counter() - t1) + extra
         return out  # type: ignore[return-value]
+
+    def _tiled(self, pixels: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sliding-window inference on one (3, h, w) uint8 image; labels (and confidence) at ``size``.
+
+        Windows of one row are batched (``batch_size`` at a time); the blended logits are held for
+        one row of windows only: rows no later window touches are finished (argmax, confidence)
+        and dropped, so memory is ~ classes x tile x width floats, not classes x height x width.
+        """
+        _, h, w = pixels.shape
+        th, tw = min(self.tile, h), min(self.tile, w)
+        stride = max(1, round(self.tile * (1 - self.overlap)))
+        ramp = self.tile - stride
+        ys, xs = _tile_starts(h, th, stride), _tile_starts(w, tw, stride)
+        labels = np.empty((h, w), np.uint8)
+        conf = np.empty((h, w), np.uint8) if self.confidence else None
+        acc = wsum = None
+        base = 0  # image row of acc's first row
+
+        def finish(rows: int) -> None:  # rows base .. base+rows are final: argmax, confidence
+            for r0 in range(0, rows, 64):  # a few rows at a time: temporaries stay small
+                r1 = min(rows, r0 + 64)
+                block = acc[:, r0:r1] / wsum[r0:r1]
+                labels[base + r0 : base + r1] = block.argmax(0).to(torch.uint8).numpy()
+                if conf is not None:
+                    conf[base + r0 : base + r1] = _quantize(_confidence(block, self.loaded.scores))
+
+        for r, y in enumerate(ys):
+            if r == 0:
+                wsum = torch.zeros(th, w)  # acc is made when the first logits tell the class count
+            else:  # rows above y are done; shift the band down to start at y
+                finish(y - base)
+                keep = base + acc.shape[1] - y
+                new_acc, new_w = torch.zeros(acc.shape[0], th, w), torch.zeros(th, w)
+                new_acc[:, :keep], new_w[:keep] = acc[:, y - base :], wsum[y - base :]
+                acc, wsum = new_acc, new_w
+            base = y
+            wy = _ramp(th, ramp, rise=r > 0, fall=r < len(ys) - 1)
+            for start in range(0, len(xs), self.batch_size):
+                cols = list(enumerate(xs))[start : start + self.batch_size]
+                batch = self._normalize(torch.stack([pixels[:, y : y + th, x : x + tw] for _, x in cols]))
+                logits = self.run(batch).float()
+                if logits.shape[-2:] != (th, tw):  # e.g. SegFormer's 1/4-resolution logits
+                    logits = F.interpolate(logits, size=(th, tw), mode="bilinear", align_corners=False)
+                logits = logits.cpu()
+                if acc is None:
+                    acc = torch.zeros(logits.shape[1], th, w)
+                for j, (c, x) in enumerate(cols):
+                    weight = wy[:, None] * _ramp(tw, ramp, rise=c > 0, fall=c < len(xs) - 1)[None, :]
+                    acc[:, :, x : x + tw].addcmul_(logits[j], weight)
+                    wsum[:, x : x + tw] += weight
+        finish(h - base)
+        if (h, w) != tuple(size):  # scaled input: labels (nearest) and confidence back to the image's size
+            out_size = (size[1], size[0])
+            labels = np.asarray(Image.fromarray(labels).resize(out_size, Image.Resampling.NEAREST))
+            if conf is not None:
+                conf = np.asarray(Image.fromarray(conf).resize(out_size, Image.Resampling.BILINEAR))
+        return labels, conf
 
     def stream(
         self,
@@ -318,8 +494,8 @@ class Segmenter:
                     if tensor is None:
                         yield src, image
                     else:
-                        labels, seconds = next(predictions)
-                        yield src, SegmentationResult(labels=labels, image=image, categories=self.categories, palette=self.palette, seconds=seconds)
+                        labels, seconds, *conf = next(predictions)
+                        yield src, SegmentationResult(labels=labels, image=image, categories=self.categories, palette=self.palette, seconds=seconds, confidence=conf[0] if conf else None)
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -343,7 +519,7 @@ class Segmenter:
         single = not isinstance(images, (list, tuple))
         pil = [self._as_image(x) for x in ([images] if single else images)]
         results = [
-            SegmentationResult(labels=labels, image=im, categories=self.categories, palette=self.palette, seconds=sec)
-            for im, (labels, sec) in zip(pil, self.predict(pil))
+            SegmentationResult(labels=labels, image=im, categories=self.categories, palette=self.palette, seconds=sec, confidence=conf[0] if conf else None)
+            for im, (labels, sec, *conf) in zip(pil, self.predict(pil))
         ]
         return results[0] if single else results

@@ -6,6 +6,12 @@ files as errors and always returns a fully loaded mode-"RGB" image. Truncation i
 Pillow's default ``ImageFile.LOAD_TRUNCATED_IMAGES = False``; if the host program sets it to
 True, Pillow silently pads truncated files and we cannot tell. Outputs are written through
 :func:`atomic_open`, so an interrupted run never leaves a half-written file behind.
+
+Inputs may also be http(s) URLs (:func:`is_url`): :func:`fetch_url` downloads them with a size
+cap (``DEFAULT_URL_MAX_BYTES``) and a timeout that bounds each socket operation and the whole
+download (``DEFAULT_URL_TIMEOUT``), and :func:`load_image` decodes the bytes exactly like a
+file's (same allowlist and limits; the server's Content-Type is not trusted). Other schemes
+(file:, ftp:, data:) are refused. :func:`find_images` lists URLs without touching the network.
 """
 
 from __future__ import annotations
@@ -14,10 +20,19 @@ import contextlib
 import csv
 import functools
 import glob
+import http.client
 import io
 import json
 import os
+import re
+import socket
+import ssl
 import tempfile
+import threading
+import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request  # downloads use the standard library only: no new dependency
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,9 +46,10 @@ from PIL import Image, ImageOps, features
 __all__ = [
     "mask_image",
     "bundled_examples",
-    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageLoadError", "InputImage",
-    "atomic_open", "find_images", "load_image", "save_image", "save_mask_png", "to_rgb",
-    "write_csv", "write_json",
+    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_URL_MAX_BYTES", "DEFAULT_URL_TIMEOUT",
+    "IMAGE_EXTENSIONS", "ImageLoadError", "InputImage",
+    "atomic_open", "fetch_url", "find_images", "is_url", "load_image", "save_image",
+    "save_mask_png", "to_rgb", "write_csv", "write_json",
 ]
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -57,6 +73,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 # 100 megapixels (e.g. 12000 x 8000) is ~300 MB as RGB; the CLI exposes it as --max-pixels.
 DEFAULT_MAX_PIXELS = 100_000_000
+# 50 MB is several times the largest photos phones and cameras produce; the CLI can raise it.
+DEFAULT_URL_MAX_BYTES = 50 * 2**20
+# Seconds, for each socket operation and, as a hard deadline, for the whole download.
+DEFAULT_URL_TIMEOUT = 30.0
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _TRUNCATED = "truncated or incomplete file (re-download or re-export it)"
@@ -66,11 +86,12 @@ class ImageLoadError(Exception):
     """An input that could not be read as an image.
 
     Attributes:
-        path: the file (or ``"<bytes>"``, ``"<file object>"``, ``"<image>"``).
+        path: the file or URL (or ``"<bytes>"``, ``"<file object>"``, ``"<image>"``).
         reason: one line saying what is wrong and, where useful, how to fix it.
-        kind: ``"too_large"`` (pixel limit, decompression bomb), ``"unsupported"`` (not an
-            image, or a format outside the allowlist) or ``"unreadable"`` (everything else:
-            empty, truncated, corrupt, missing); lets callers such as the web API pick a status.
+        kind: ``"too_large"`` (pixel limit, decompression bomb, download size limit),
+            ``"unsupported"`` (not an image, a format outside the allowlist, a URL scheme other
+            than http(s)) or ``"unreadable"`` (everything else: empty, truncated, corrupt,
+            missing, network errors); lets callers such as the web API pick a status.
     """
 
     def __init__(self, path: str, reason: str, kind: str = "unreadable") -> None:
@@ -83,28 +104,44 @@ class ImageLoadError(Exception):
         return (type(self), (self.path, self.reason, self.kind))
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    url_timeout: float = DEFAULT_URL_TIMEOUT,
+    url_max_bytes: int = DEFAULT_URL_MAX_BYTES,
+) -> Image.Image:
     """Read one image: first frame, EXIF orientation applied, converted with :func:`to_rgb`.
 
     Args:
-        source: a path, the encoded bytes, or a binary file object (read from its start).
+        source: a path, an http(s) URL string (downloaded with :func:`fetch_url`, then decoded
+            like a file), the encoded bytes, or a binary file object (read from its start).
         max_pixels: refuse images with more pixels than this (checked from the header, before
             decoding); ``None`` for no limit of our own. Pillow's decompression-bomb guard
             (``Image.MAX_IMAGE_PIXELS``) stays on either way.
+        url_timeout: seconds, for URLs only: see :func:`fetch_url`.
+        url_max_bytes: download size limit, for URLs only: see :func:`fetch_url`.
 
     Returns:
         A fully loaded mode-"RGB" image.
 
     Raises:
-        ImageLoadError: for every file that cannot be read (missing, empty, unsupported format,
-            truncated, corrupt, too large).
+        ImageLoadError: for every input that cannot be read (missing, empty, unsupported format,
+            truncated, corrupt, too large, download failed); its ``path`` is the file or URL.
     """
     if max_pixels is not None and (type(max_pixels) is not int or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+    if isinstance(source, str) and is_url(source):
+        _check_url_limits(url_max_bytes, url_timeout, prefix="url_")
+        return _load_url(source, max_pixels=max_pixels, timeout=url_timeout, max_bytes=url_max_bytes)
     if isinstance(source, (str, os.PathLike)):
         label = os.fsdecode(source)
         try:
             fp = open(source, "rb")
+        except FileNotFoundError:
+            if _other_scheme(label):
+                raise ImageLoadError(label, _OTHER_SCHEME, "unsupported") from None
+            raise ImageLoadError(label, _os_reason(FileNotFoundError())) from None
         except OSError as e:
             raise ImageLoadError(label, _os_reason(e)) from None
         with fp:
@@ -182,6 +219,332 @@ def _exif_transpose(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)  # a transposed copy, or a plain copy
     except Exception:  # unreadable EXIF: keep the pixels as stored, like most viewers
         return im.copy()
+
+
+# ---------------------------------------------------------------- http(s) URLs
+
+_OTHER_SCHEME = "unsupported URL scheme; use http(s) or a local path"
+_OTHER_SCHEME_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]+://|data:)", re.IGNORECASE)
+_CHUNK = 64 * 1024
+_MAX_NAME = 100  # characters of an output stem taken from a URL
+
+
+def is_url(text: object) -> bool:
+    """Whether ``text`` is a str starting with "http://" or "https://" (scheme in any case).
+
+    Other schemes (file:, ftp:, data:, ...) are not URLs for seglens; nor are ``Path`` objects.
+    """
+    return isinstance(text, str) and text[:8].lower().startswith(("http://", "https://"))
+
+
+def _other_scheme(text: str) -> bool:
+    """A URL with a scheme we refuse ("ftp://...", "file://...", "data:...")."""
+    return not is_url(text) and _OTHER_SCHEME_RE.match(text) is not None
+
+
+def fetch_url(url: str, *, max_bytes: int = DEFAULT_URL_MAX_BYTES, timeout: float = DEFAULT_URL_TIMEOUT) -> bytes:
+    """Download an http(s) URL with a GET request and return the body.
+
+    Sends ``User-Agent: seglens/<version>`` and follows redirects, but only to http(s) URLs.
+    Spaces and non-ASCII characters in the path and query are percent-encoded first.
+
+    Args:
+        url: an http:// or https:// URL (see :func:`is_url`).
+        max_bytes: refuse a response whose Content-Length is above this before reading it, and
+            stop reading one that sends more (no or a wrong Content-Length).
+        timeout: seconds; limits each socket operation (connect, each read) and, as a hard
+            deadline, the whole download, so a server trickling bytes cannot hang the caller.
+
+    Raises:
+        ImageLoadError: with ``path=url`` for every failure: HTTP error status, cannot connect,
+            TLS error, timeout, connection cut off (kind "unreadable"), too large ("too_large"),
+            redirect to another scheme ("unsupported").
+        ValueError: ``url`` is not http(s), or bad ``max_bytes`` / ``timeout``.
+    """
+    if not is_url(url):
+        raise ValueError(f"fetch_url expects an http:// or https:// URL, got {url!r}")
+    _check_url_limits(max_bytes, timeout)
+    return _fetch(url, max_bytes=max_bytes, timeout=timeout)[0]
+
+
+def _check_url_limits(max_bytes: int, timeout: float, *, prefix: str = "") -> None:
+    if type(max_bytes) is not int or max_bytes < 1:
+        raise ValueError(f"{prefix}max_bytes must be a positive int, got {max_bytes!r}")
+    if type(timeout) not in (int, float) or not 0 < timeout < float("inf"):
+        raise ValueError(f"{prefix}timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def _load_url(url: str, *, max_pixels: int | None, timeout: float, max_bytes: int) -> Image.Image:
+    data, content_type = _fetch(url, max_bytes=max_bytes, timeout=timeout)
+    if not data:
+        raise ImageLoadError(url, "the server sent an empty response (0 bytes); check the URL")
+    try:
+        return _load(io.BytesIO(data), url, max_pixels)  # the bytes decide, not the Content-Type
+    except ImageLoadError as e:
+        if e.kind != "unsupported" or content_type is None or content_type.startswith("image/"):
+            raise
+        page = " (a web page?)" if content_type in ("text/html", "application/xhtml+xml") else ""
+        reason = f"not an image: the server sent {content_type}{page}; link the image file itself"
+        raise ImageLoadError(url, reason, "unsupported") from None
+
+
+def _fetch(url: str, *, max_bytes: int, timeout: float) -> tuple[bytes, str | None]:
+    """The body and the Content-Type (lowercase "type/subtype", None if the server sent none)."""
+    deadline = _Deadline(timeout)
+    opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline), _RedirectHandler())
+    started = False  # whether the response headers arrived
+    try:
+        request = urllib.request.Request(_request_url(url), headers={"User-Agent": _user_agent()})
+        with opener.open(request, timeout=timeout) as response:
+            started = True
+            length = _content_length(response)
+            if length is not None and length > max_bytes:
+                raise _too_large(url, max_bytes)
+            body = _read_body(response, url, max_bytes)
+            if deadline.expired:  # the deadline shut the socket, which reads as the end of the body
+                raise ImageLoadError(url, _timeout_reason(timeout, started=True))
+            if length is not None and len(body) < length:
+                raise ImageLoadError(url, f"connection closed after {len(body)} of {length} bytes; try again")
+            headers = response.headers
+            return body, headers.get_content_type() if "Content-Type" in headers else None
+    except (OSError, http.client.HTTPException, ValueError, _RedirectRefused) as e:
+        if isinstance(e, urllib.error.HTTPError):
+            e.close()
+        if deadline.expired or _is_timeout(e):  # after the deadline, whatever broke is a timeout
+            raise ImageLoadError(url, _timeout_reason(timeout, started=started)) from None
+        raise ImageLoadError(url, *_network_reason(e)) from None
+    finally:
+        deadline.cancel()
+
+
+def _user_agent() -> str:
+    # imported here, not at the top, so io.py never depends on the package's import order
+    from . import __version__
+
+    return f"seglens/{__version__}"
+
+
+def _request_url(url: str) -> str:
+    """Percent-encode what a browser would (spaces, non-ASCII) in the path and query; drop the fragment."""
+    parts = urllib.parse.urlsplit(url)
+    safe = "/%:@!$&'()*+,;=~"
+    path = urllib.parse.quote(parts.path, safe=safe)
+    query = urllib.parse.quote(parts.query, safe=safe + "?")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    if "chunked" in (response.headers.get("Transfer-Encoding") or "").lower():
+        return None  # chunked bodies have no length; a Content-Length beside it is ignored
+    value = (response.headers.get("Content-Length") or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _read_body(response: http.client.HTTPResponse, url: str, max_bytes: int) -> bytes:
+    body = bytearray()
+    while chunk := response.read1(_CHUNK):  # one recv at a time: stops soon after the limit
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(url, max_bytes)
+    return bytes(body)
+
+
+def _too_large(url: str, max_bytes: int) -> ImageLoadError:
+    return ImageLoadError(url, f"larger than {_size(max_bytes)}; download it yourself or raise the limit (--url-max-mb)", "too_large")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _is_timeout(e: BaseException) -> bool:
+    return isinstance(e, TimeoutError) or (
+        isinstance(e, urllib.error.URLError) and isinstance(e.reason, TimeoutError)
+    )
+
+
+def _timeout_reason(timeout: float, *, started: bool) -> str:
+    if started:
+        return f"download not finished within {timeout:g} s (server too slow); try again or download it yourself"
+    return f"no response within {timeout:g} s; check the URL or try again"
+
+
+def _network_reason(e: BaseException) -> tuple[str, str]:
+    """(reason, kind) for an exception raised while downloading, other than a timeout."""
+    if isinstance(e, _RedirectRefused):
+        return f"redirected to {e.target}, which is not http(s); link the image file itself", "unsupported"
+    if isinstance(e, urllib.error.HTTPError):
+        return _http_reason(e.code, e.reason), "unreadable"
+    if isinstance(e, urllib.error.URLError):
+        if not isinstance(e.reason, BaseException):
+            return f"cannot download ({e.reason}); check the URL", "unreadable"
+        e = e.reason
+    if isinstance(e, ssl.SSLCertVerificationError):
+        reason = f"TLS certificate not accepted ({e.verify_message}); check the URL or the system's CA certificates"
+        return reason, "unreadable"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS error ({e.reason or e}); check the URL (https:// for a plain http server?)", "unreadable"
+    if isinstance(e, socket.gaierror):
+        return f"cannot connect: host not found ({e.strerror or e}); check the URL and the network", "unreadable"
+    if isinstance(e, ConnectionRefusedError):
+        return "cannot connect: connection refused; check the URL (host and port)", "unreadable"
+    if isinstance(e, (ConnectionError, http.client.HTTPException)):
+        return f"connection lost ({str(e) or type(e).__name__}); try again", "unreadable"
+    if isinstance(e, ValueError):
+        return f"invalid URL ({e}); check it", "unreadable"
+    return f"cannot connect: {getattr(e, 'strerror', None) or e}", "unreadable"
+
+
+def _http_reason(code: int, phrase: str) -> str:
+    if 300 <= code < 400 or not phrase:  # for 3xx urllib puts its own text in the phrase
+        with contextlib.suppress(ValueError):
+            phrase = http.HTTPStatus(code).phrase
+    status = f"HTTP {code} {phrase}".strip()
+    if 300 <= code < 400:  # urllib gave up: a redirect loop, or no Location header
+        return f"{status}: too many redirects or no target; open the URL in a browser and use the final address"
+    if code in (401, 403):
+        return f"{status}; the image is not public (download it yourself)"
+    if code >= 500:
+        return f"{status}; the server failed, try again later"
+    return f"{status}; check the URL"
+
+
+class _RedirectRefused(Exception):
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, but only to http(s): urllib itself would also follow ftp://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if not is_url(newurl):
+            fp.close()
+            raise _RedirectRefused(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _Deadline:
+    """Shuts down every socket of one download once ``seconds`` have passed.
+
+    Socket timeouts bound each operation only; a server sending one byte every few seconds
+    would never trip them. Shutting the socket down wakes the reading thread at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, also for TLS sockets
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedHTTPConnection, deadline=self._deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_WatchedHTTPSConnection, deadline=self._deadline)
+        return self.do_open(connection, req, context=_ssl_context())
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()  # verifies certificates and host names; loading CAs takes a while
+
+
+def _url_key(url: str) -> str:
+    """What makes two URLs the same download: scheme and host in any case, fragment ignored."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url
+    return urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
+
+
+def _url_name(url: str) -> tuple[str, str]:
+    """``(stem, suffix)`` for a URL: its last path segment, percent-decoded, else its host.
+
+    "https://example.com/img/cat.jpg?x=1" -> ("cat", ".jpg"); "https://example.com/" ->
+    ("example.com", "").
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        parts = None
+    segment = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1]) if parts else ""
+    stem, dot, extension = segment.rpartition(".")
+    if dot and stem and re.fullmatch(r"[A-Za-z0-9]{1,8}", extension):
+        name, suffix = _safe_name(stem), "." + extension.lower()
+    else:
+        name, suffix = _safe_name(segment), ""
+    if not name:
+        name, suffix = _safe_name(parts.hostname or "") if parts else "", ""
+    return name or "url", suffix
+
+
+def _safe_name(text: str) -> str:
+    """A file-name stem: no path separators, control or Windows-reserved characters, no "..", <= 100 characters."""
+    text = "".join("_" if c in '/\\:*?"<>|' or unicodedata.category(c)[0] == "C" else c for c in text)
+    text = re.sub(r"\.{2,}", ".", text).strip(" .")
+    return text[:_MAX_NAME].rstrip(" .")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -265,17 +628,27 @@ class InputImage:
     """One image found by :func:`find_images`.
 
     Attributes:
-        path: the file.
+        path: the file, or an http(s) URL string (as given); pass it to :func:`load_image`.
         name: output stem, a POSIX relative path without extension (e.g. "a/b"), unique
             (case-insensitively) within one :func:`find_images` call.
     """
 
-    path: Path
+    path: Path | str
     name: str
 
+    @property
+    def is_url(self) -> bool:
+        """Whether ``path`` is an http(s) URL rather than a file."""
+        return is_url(self.path)
 
-def find_images(inputs: Sequence[StrPath]) -> tuple[list[InputImage], list[tuple[str, str]]]:
-    """Expand files, folders and glob patterns into a sorted, de-duplicated list of images.
+    @property
+    def label(self) -> str:
+        """The input as shown in messages and summaries: the URL, or ``str(path)``."""
+        return str(self.path)
+
+
+def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_EXTENSIONS) -> tuple[list[InputImage], list[tuple[str, str]]]:
+    """Expand files, folders, glob patterns and URLs into a sorted, de-duplicated list of images.
 
     Folders are searched recursively for files with an ``IMAGE_EXTENSIONS`` suffix (any case),
     skipping names that start with "."; a folder file is named by its path relative to the
@@ -285,30 +658,48 @@ def find_images(inputs: Sequence[StrPath]) -> tuple[list[InputImage], list[tuple
     (case-insensitively) get their lowercase extension appended ("cat_jpg", "cat_png"); any
     still colliding get "-2", "-3", ... in sorted-path order.
 
+    A str starting with http:// or https:// (:func:`is_url`) is an image URL: it is not
+    checked here (no network access), its ``path`` is the URL string, and it is named by the
+    last segment of its path, percent-decoded, without query and extension, made safe for file
+    names and cut to 100 characters, else by its host ("https://example.com/img/cat.jpg?x=1" ->
+    "cat", "https://example.com/" -> "example.com"). The same URL given twice (scheme and host
+    in any case, fragment ignored) is listed once, as first spelled. Other schemes ("ftp://...",
+    "file://...", "data:...") are problems, unless a file of that name exists.
+
     Args:
-        inputs: file paths, folder paths and glob patterns.
+        inputs: file paths, folder paths, glob patterns and http(s) URLs.
+        suffixes: what folders and glob patterns pick up (default ``IMAGE_EXTENSIONS``; the
+            CLI adds video suffixes).
 
     Returns:
-        ``(images, problems)``: images sorted by path, each file once; problems are
-        ``(input, reason)`` for inputs that are missing, match nothing or hold no images.
+        ``(images, problems)``: the files sorted by path, each file once, then the URLs in the
+        order given; names are made unique over both together. Problems are ``(input,
+        reason)`` for inputs that are missing, match nothing, hold no images or have another
+        URL scheme.
     """
     found: list[tuple[Path, str]] = []
+    urls: dict[str, str] = {}  # _url_key -> the URL as first given; dicts keep input order
     problems: list[tuple[str, str]] = []
     for item in inputs:
         text = os.fsdecode(item)
+        if is_url(text):
+            urls.setdefault(_url_key(text), text)
+            continue
         path = Path(text)
         if path.is_dir():
-            files = _walk_images(path, problems)
+            files = _walk_images(path, problems, suffixes)
             found += [(f, f.relative_to(path).with_suffix("").as_posix()) for f in files]
             if not files:
-                problems.append((text, f"folder contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
+                problems.append((text, f"folder contains no images ({', '.join(sorted(suffixes))})"))
         elif path.is_file():
             found.append((path, path.stem))
         elif path.exists():
             problems.append((text, "not a regular file or folder"))
+        elif _other_scheme(text):
+            problems.append((text, _OTHER_SCHEME))
         elif any(c in text for c in "*?["):
             files = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            files = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+            files = [f for f in files if f.suffix.lower() in suffixes and f.is_file()]
             found += [(f, f.stem) for f in files]
             if not files:
                 problems.append((text, "pattern matched no image files"))
@@ -321,11 +712,13 @@ def find_images(inputs: Sequence[StrPath]) -> tuple[list[InputImage], list[tuple
             seen.add(key)
             unique.append((path, name))
     unique.sort(key=lambda item: item[0].as_posix())
-    names = _unique_names(unique)
-    return [InputImage(path=p, name=n) for (p, _), n in zip(unique, names)], problems
+    url_names = [_url_name(url) for url in urls.values()]
+    names = _unique_names([(n, p.suffix) for p, n in unique] + url_names)
+    sources: list[Path | str] = [p for p, _ in unique] + list(urls.values())
+    return [InputImage(path=p, name=n) for p, n in zip(sources, names)], problems
 
 
-def _walk_images(root: Path, problems: list[tuple[str, str]]) -> list[Path]:
+def _walk_images(root: Path, problems: list[tuple[str, str]], suffixes: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
     def on_error(e: OSError) -> None:
         problems.append((os.fsdecode(e.filename or root), f"cannot read folder ({e.strerror or e})"))
 
@@ -334,21 +727,22 @@ def _walk_images(root: Path, problems: list[tuple[str, str]]) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(folder, name)
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
                 files.append(path)
     return files
 
 
-def _unique_names(items: list[tuple[Path, str]]) -> list[str]:
-    safe = ["/".join(p if p not in ("", ".", "..") else "_" for p in n.split("/")) for _, n in items]
+def _unique_names(items: list[tuple[str, str]]) -> list[str]:
+    """Unique names for ``(name, suffix)`` items: see :func:`find_images`."""
+    safe = ["/".join(p if p not in ("", ".", "..") else "_" for p in n.split("/")) for n, _ in items]
     counts = Counter(name.casefold() for name in safe)
     names = [
-        f"{name}_{path.suffix.lower()[1:]}" if counts[name.casefold()] > 1 and path.suffix else name
-        for (path, _), name in zip(items, safe)
+        f"{name}_{suffix.lower()[1:]}" if counts[name.casefold()] > 1 and suffix else name
+        for (_, suffix), name in zip(items, safe)
     ]
     taken: set[str] = set()
     result = []
-    for name in names:  # items are in sorted-path order
+    for name in names:  # items are in output order: sorted files, then URLs
         unique, k = name, 2
         while unique.casefold() in taken:
             unique, k = f"{name}-{k}", k + 1

@@ -21,6 +21,7 @@ import os
 import urllib.error
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -36,6 +37,7 @@ __all__ = [
     "ModelInfo",
     "WeightsError",
     "cached_weights_path",
+    "is_hf_model",
     "list_models",
     "load_model",
     "load_state_dict_file",
@@ -95,11 +97,20 @@ class LoadedModel:
     weights_tag: str  # human-readable: weights enum name, or file name, plus sha256 prefix
     sha256: str | None
     meaningful: bool  # False for random weights: the labels mean nothing
+    # Optional, for model families beyond torchvision's (seglens.hf):
+    palette: Any = None  # (256, 3) uint8 colours, index = label; None: the VOC palette
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std) on 0..1 RGB; None: from transforms
+    scores: str = "logits"  # what the network's "out" holds: "logits" (softmax -> probabilities) or "probs"
 
 
 def list_models() -> list[str]:
     """Names of torchvision's semantic-segmentation builders, sorted."""
     return sorted(torchvision.models.list_models(module=torchvision.models.segmentation))
+
+
+def is_hf_model(name: object) -> bool:
+    """True for ``"hf:<repo-or-folder>"``: a Hugging Face checkpoint, loaded by :mod:`seglens.hf`."""
+    return isinstance(name, str) and name.startswith("hf:")
 
 
 def _default_weights(name: str):
@@ -253,7 +264,9 @@ def load_model(
     """Build ``name`` and load its weights safely.
 
     Args:
-        name: a torchvision segmentation builder, see :func:`list_models`.
+        name: a torchvision segmentation builder, see :func:`list_models`; or
+            ``"hf:<repo-or-folder>"`` for a Hugging Face checkpoint (:func:`seglens.hf.load_hf_model`,
+            which needs the ``hf`` extra; such checkpoints carry their own weights).
         weights: ``"official"`` (default; ``None`` means the same) for the pinned
             COCO_WITH_VOC_LABELS_V1 file, downloaded once into the torch hub cache;
             ``"random"`` for a seeded random init (smoke tests only: labels are meaningless);
@@ -264,6 +277,15 @@ def load_model(
     Raises:
         WeightsError: unknown model, weights missing, unverifiable or unfit; one-line message.
     """
+    if is_hf_model(name):
+        if weights not in (None, "official"):
+            raise WeightsError(
+                f"{name}: Hugging Face checkpoints carry their own weights; --weights {weights!s} does not apply "
+                "(leave it at 'official', or save your weights with save_pretrained and pass hf:FOLDER)"
+            )
+        from .hf import load_hf_model  # lazy: transformers is an optional extra
+
+        return load_hf_model(name[len("hf:"):], progress=progress)
     w = _default_weights(name)
     categories = tuple(w.meta["categories"])
     choice = "official" if weights is None else weights

@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..inference import Segmenter
-from ..models import model_info
+from ..models import is_hf_model, model_info
 from ..visualize import display_name
 from . import DEFAULT_SERVE_MAX_PIXELS
 from ._gate import TICKET_KEY, Gate, Slots, upload_too_large
@@ -121,7 +121,7 @@ def _server_timing(timing: Mapping[str, float]) -> str:
 
 def _model_entry(name: str, seg: Segmenter, *, default: bool) -> dict[str, Any]:
     """``seglens models``' fields (torchvision's published metadata) plus what is served."""
-    entry = dataclasses.asdict(model_info(seg.loaded.name))
+    entry = {} if is_hf_model(seg.loaded.name) else dataclasses.asdict(model_info(seg.loaded.name))
     entry.update(
         name=name,
         architecture=seg.loaded.name,
