@@ -395,3 +395,33 @@ def test_missing_web_extra_says_what_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 1
     assert "install the web extra: pip install 'seglens[web]'" in out.stderr
+
+
+def test_hugging_face_model_is_served_with_its_own_names_and_palette(tmp_path_factory):
+    import base64
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    pytest.importorskip("transformers")
+    from seglens import Segmenter
+    from seglens.web import create_app
+    from tests.conftest import photo
+    from tests.test_hf import NAMES5, _save, _segformer
+
+    seg = Segmenter(f"hf:{_save(tmp_path_factory, 'served', *_segformer())}", device="cpu")
+    buf = io.BytesIO()
+    photo("chelsea").save(buf, format="PNG")
+    with TestClient(create_app({"tiny": seg})) as client:
+        models = client.get("/v1/models").json()["models"]
+        assert models[0]["categories"] == list(NAMES5)
+        r = client.post("/v1/segment", files={"file": ("c.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200
+    body = r.json()
+    expected = seg(photo("chelsea"))
+    assert [c["name"] for c in body["classes"]] == [c.name for c in expected.classes]
+    assert [c["color"] for c in body["classes"]] == [list(c.color) for c in expected.classes]
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
+    np.testing.assert_array_equal(np.asarray(mask), expected.labels)
