@@ -197,7 +197,7 @@ class SegmentationResult:
 
 
 class Segmenter:
-    """Runs a torchvision segmentation network on images.
+    """Runs a segmentation network (torchvision's, or a Hugging Face checkpoint) on images.
 
     Example::
 
@@ -207,7 +207,8 @@ class Segmenter:
         result.classes           # [ClassStat(index=15, name='person', ...), ...]
 
     Args:
-        model: a torchvision segmentation builder name, or an already loaded ``LoadedModel``.
+        model: a torchvision segmentation builder name, ``"hf:<repo-or-folder>"`` (a Hugging
+            Face transformers checkpoint, :mod:`seglens.hf`), or an already loaded ``LoadedModel``.
         weights: ``"official"``, ``"random"`` or a local ``.pth`` / ``.safetensors`` path.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         batch_size: images per forward pass; only images whose preprocessed sizes are equal
