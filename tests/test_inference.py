@@ -62,6 +62,9 @@ def test_upsample_argmax_chunked_equals_whole():
     per_class = 520 * 700 * 4
     for budget in (1, per_class * 2, per_class * 5, 10**10):  # 1, 2, 5 and all classes per chunk
         assert torch.equal(upsample_argmax(logits, (520, 700), budget_bytes=budget), whole)
+    many = torch.randint(0, 9, (300, 65, 87), generator=g).float()  # > 256 classes: int16 running index
+    expected = F.interpolate(many[None], size=(130, 174), mode="bilinear", align_corners=False)[0].argmax(0)
+    assert torch.equal(upsample_argmax(many, (130, 174), budget_bytes=130 * 174 * 4 * 7), expected)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (37, 211), (211, 37)])

@@ -86,25 +86,30 @@ def upsample_argmax(
         up = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
         labels = up.argmax(0)
         return (labels, _confidence(up, scores)) if confidence else labels
+    # Running max over classes, a few at a time. The index map is kept as uint8 (int16 beyond 256
+    # classes) and widened once at the end: int64 maps of a 100 MP image are 800 MB each.
     best_val = best_idx = None
     for start in range(0, num_classes, chunk):
         up = F.interpolate(logits[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
-        val, idx = up.max(0)
+        for k in range(up.shape[0]):
+            if best_val is None:
+                best_val = up[0].clone()
+                best_idx = torch.zeros(size, dtype=torch.uint8 if num_classes <= 256 else torch.int16, device=up.device)
+                continue
+            better = up[k] > best_val  # strict: earlier classes win ties, as argmax does
+            torch.maximum(best_val, up[k], out=best_val)
+            best_idx.masked_fill_(better, start + k)
+            del better
         del up
-        if best_val is None:
-            best_val, best_idx = val, idx
-            continue
-        better = val > best_val  # strict: earlier classes win ties, as argmax does
-        torch.maximum(best_val, val, out=best_val)
-        best_idx.masked_scatter_(better, idx[better] + start)
     if not confidence:
-        return best_idx
+        return best_idx.long()
     total = torch.zeros_like(best_val)  # second pass: the softmax denominator, chunk by chunk
     for start in range(0, num_classes, chunk):
         up = F.interpolate(logits[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
         total += (up.sub_(best_val).exp_() if scores == "logits" else up).sum(0)
         del up
-    return best_idx, (total.reciprocal_() if scores == "logits" else best_val / total)
+    conf = total.reciprocal_() if scores == "logits" else best_val / total
+    return best_idx.long(), conf
 
 
 def _confidence(scores_map: torch.Tensor, kind: str) -> torch.Tensor:

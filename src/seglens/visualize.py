@@ -151,15 +151,20 @@ def overlay(
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     labels = _check_labels(labels)
     rgb = _as_rgb(image, labels)
-    color = colorize(labels, palette)
+    colors = _check_palette(palette, labels)
     # Every (image value, colour value) pair has one answer: a 256 x 256 table, indexed by
     # image * 256 + colour, gives exactly the float32 formula at a fraction of its cost.
     a = np.float32(alpha)
     values = np.arange(256, dtype=np.float32)
-    table = np.clip(np.rint((np.float32(1) - a) * values[:, None] + a * values[None, :]), 0, 255).astype(np.uint8)
-    out = table.ravel()[(rgb.astype(np.uint16) << 8) | color]
-    if background is not None:
-        np.copyto(out, rgb, where=(labels == background)[..., None])
+    table = np.clip(np.rint((np.float32(1) - a) * values[:, None] + a * values[None, :]), 0, 255).astype(np.uint8).ravel()
+    out = np.empty_like(rgb)
+    # Row blocks of ~4 MP: the uint16 index temporaries stay small for 100-megapixel images.
+    step = max(1, (1 << 22) // max(1, rgb.shape[1]))
+    for r in range(0, rgb.shape[0], step):
+        block = rgb[r : r + step]
+        np.take(table, (block.astype(np.uint16) << 8) | colors[labels[r : r + step]], out=out[r : r + step])
+        if background is not None:
+            np.copyto(out[r : r + step], block, where=(labels[r : r + step] == background)[..., None])
     return out
 
 
