@@ -263,3 +263,10 @@ def test_bad_scale_tile_overlap_are_refused(weights_file):
     for kwargs, match in (({"scale": 0}, "scale"), ({"tile": 8}, "tile"), ({"tile": 256, "overlap": 1.0}, "overlap")):
         with pytest.raises(ValueError, match=match):
             Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", **kwargs)
+
+
+def test_window_progress_counts_every_window(photos, weights_file):
+    calls = []
+    seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=0.5, batch_size=2, window_progress=lambda d, t: calls.append((d, t)))
+    seg(photos[0])  # 512x512: starts 0, 128, 256 per axis -> 3 x 3 windows, 2 per batch (rows of 3: 2 + 1)
+    assert calls == [(2, 9), (3, 9), (5, 9), (6, 9), (8, 9), (9, 9)]

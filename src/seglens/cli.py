@@ -353,9 +353,22 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     images = [f for f in found if f.is_url or not is_video(f.path)]
     image_outputs = args.outputs or DEFAULT_OUTPUTS
     video_outputs = tuple(k for k in (args.outputs or ("overlay",)) if k in ("overlay", "mask"))
+    windows_bar = None
+
+    def window_progress(done: int, total: int) -> None:  # a second bar while a huge image is tiled
+        nonlocal windows_bar
+        if args.quiet or total < 8:
+            return
+        if windows_bar is None:
+            windows_bar = tqdm(total=total, unit="window", desc="windows", file=sys.stderr, leave=False, position=1, dynamic_ncols=True)
+        windows_bar.update(done - windows_bar.n)
+        if done >= total:
+            windows_bar.close()
+            windows_bar = None
+
     try:
         scale = args.scale if args.scale is not None else (1.0 if args.resize == "none" else None)
-        seg = _segmenter(args, batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap, confidence="confidence" in image_outputs)
+        seg = _segmenter(args, batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap, confidence="confidence" in image_outputs, window_progress=window_progress)
     except (WeightsError, ValueError, BackendError, ImageLoadError) as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START

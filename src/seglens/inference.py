@@ -236,6 +236,8 @@ class Segmenter:
             is bounded by one row of windows. Implies ``scale=1.0`` unless a scale is given.
         overlap: fraction of a window shared with its neighbour, 0 <= overlap < 1.
         confidence: also compute each pixel's max-softmax probability (results' ``confidence``).
+        window_progress: called as ``window_progress(done, total)`` after each batch of windows
+            of a tiled image (for a progress bar on huge images); None: not called.
     """
 
     def __init__(
@@ -257,6 +259,7 @@ class Segmenter:
         tile: int | None = None,
         overlap: float = 0.25,
         confidence: bool = False,
+        window_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -268,6 +271,7 @@ class Segmenter:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         self.scale = 1.0 if (tile is not None and scale is None) else scale
         self.tile, self.overlap, self.confidence = tile, overlap, confidence
+        self.window_progress = window_progress
         if backend == "openvino" and str(device) == "auto":
             device = "cpu"  # OpenVINO runs on the CPU here; "auto" must not pick a GPU for it
         name = model.name if isinstance(model, LoadedModel) else model
@@ -405,6 +409,7 @@ class Segmenter:
         conf = np.empty((h, w), np.uint8) if self.confidence else None
         acc = wsum = None
         base = 0  # image row of acc's first row
+        done, total = 0, len(ys) * len(xs)
 
         def finish(rows: int) -> None:  # rows base .. base+rows are final: argmax, confidence
             for r0 in range(0, rows, 64):  # a few rows at a time: temporaries stay small
@@ -438,6 +443,9 @@ class Segmenter:
                     weight = wy[:, None] * _ramp(tw, ramp, rise=c > 0, fall=c < len(xs) - 1)[None, :]
                     acc[:, :, x : x + tw].addcmul_(logits[j], weight)
                     wsum[:, x : x + tw] += weight
+                done += len(cols)
+                if self.window_progress is not None:
+                    self.window_progress(done, total)
         finish(h - base)
         if (h, w) != tuple(size):  # scaled input: labels (nearest) and confidence back to the image's size
             out_size = (size[1], size[0])
