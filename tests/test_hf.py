@@ -99,7 +99,27 @@ def _mobilevit():
     return _calibrated(transformers.MobileViTForSemanticSegmentation(config), processor)
 
 
-BUILDERS = {"segformer": _segformer, "upernet": _upernet, "mask2former": _mask2former, "mobilevit": _mobilevit}
+def _beit():
+    torch.manual_seed(4)
+    config = transformers.BeitConfig(
+        image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        out_indices=[0, 1, 2, 3], use_auxiliary_head=False, pool_scales=[1, 2], auxiliary_channels=16, **_labels(NAMES5),
+    )  # fmt: skip
+    processor = transformers.BeitImageProcessor(size={"height": 64, "width": 64}, do_center_crop=False)
+    return _calibrated(transformers.BeitForSemanticSegmentation(config), processor)
+
+
+def _dpt():
+    torch.manual_seed(5)
+    config = transformers.DPTConfig(
+        image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3],
+        use_auxiliary_head=False, **_labels(NAMES5),
+    )  # fmt: skip
+    return _calibrated(transformers.DPTForSemanticSegmentation(config), transformers.DPTImageProcessor(size={"height": 64, "width": 64}))
+
+
+BUILDERS = {"segformer": _segformer, "upernet": _upernet, "mask2former": _mask2former, "mobilevit": _mobilevit, "beit": _beit, "dpt": _dpt}
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +175,7 @@ def test_mask_classification_checkpoint_gives_class_scores(saved):
     assert out.shape == (1, 5, 384, 384) and out.min() >= 0
 
 
-@pytest.mark.parametrize("family", ["segformer", "upernet", "mask2former", "mobilevit"])
+@pytest.mark.parametrize("family", ["segformer", "upernet", "mask2former", "mobilevit", "beit", "dpt"])
 def test_segmenter_labels_equal_hugging_face_pipeline(saved, family):
     folder = saved(family)
     seg = Segmenter(f"hf:{folder}", device="cpu")
