@@ -119,12 +119,68 @@ def _dpt():
     return _calibrated(transformers.DPTForSemanticSegmentation(config), transformers.DPTImageProcessor(size={"height": 64, "width": 64}))
 
 
-BUILDERS = {"segformer": _segformer, "upernet": _upernet, "mask2former": _mask2former, "mobilevit": _mobilevit, "beit": _beit, "dpt": _dpt}
+def _clip_tokenizer(words=("the", "task", "is", "semantic", "instance", "panoptic")):
+    """A tiny CLIP BPE tokenizer made by hand (OneFormer's real one, openai's CLIP vocabulary,
+    comes from the hub): CLIP's two special tokens, the letters of ``words``, and merges that
+    join each word letter by letter into one token ending in "</w>", as CLIP's vocabulary has
+    its common words."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        pieces = [*word[:-1], word[-1] + "</w>"]
+        for piece in pieces:
+            vocab.setdefault(piece, len(vocab))
+        joined = pieces[0]
+        for piece in pieces[1:]:
+            if (joined, piece) not in merges:
+                merges.append((joined, piece))
+            joined += piece
+            vocab.setdefault(joined, len(vocab))
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+ONEFORMER_TASK_LEN = 8  # config.task_seq_len = the processor's task_seq_length (77 in published checkpoints)
+
+
+def _oneformer():
+    """Model + OneFormerProcessor (image processor and the hand-made tokenizer), saved together as
+    ``processor.save_pretrained`` writes them. The image processor has no class_info_file: its
+    panoptic metadata only serves training annotations (see the hub-metadata test)."""
+    torch.manual_seed(0)
+    tokenizer = _clip_tokenizer()
+    swin = transformers.SwinConfig(
+        image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )  # fmt: skip
+    config = transformers.OneFormerConfig(
+        backbone_config=swin, conv_dim=32, mask_dim=32, hidden_dim=32, encoder_feedforward_dim=32, encoder_layers=1,
+        decoder_layers=2, num_attention_heads=2, dim_feedforward=32, num_queries=8, query_dec_layers=1,
+        task_seq_len=ONEFORMER_TASK_LEN, text_encoder_context_length=ONEFORMER_TASK_LEN, text_encoder_width=64,
+        text_encoder_num_layers=1, text_encoder_n_ctx=2, text_encoder_vocab_size=len(tokenizer), **_labels(NAMES5),
+    )  # fmt: skip
+    model = transformers.OneFormerForUniversalSegmentation(config).eval()
+    with torch.no_grad():  # sharper class and mask predictions, else one class wins everywhere
+        for name, p in model.named_parameters():
+            if "class_embed" in name:
+                p.mul_(20)
+            elif "mask_embed" in name:
+                p.mul_(5)  # x 20 saturates the sigmoids: whole regions where every class scores 0, a tie
+    image_processor = transformers.OneFormerImageProcessor(size={"shortest_edge": 96, "longest_edge": 160}, num_labels=len(NAMES5))
+    processor = transformers.OneFormerProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, max_seq_length=ONEFORMER_TASK_LEN, task_seq_length=ONEFORMER_TASK_LEN
+    )
+    return model, processor
+
+
+BUILDERS = {
+    "segformer": _segformer, "upernet": _upernet, "mask2former": _mask2former, "mobilevit": _mobilevit, "beit": _beit,
+    "dpt": _dpt, "oneformer": _oneformer,
+}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def saved(tmp_path_factory):
-    """Factory: folder of a saved tiny checkpoint (model + image processor), one per family."""
+    """Factory: folder of a saved tiny checkpoint (model + image processor; OneFormer: + tokenizer), one per family."""
     cache: dict[str, Path] = {}
 
     def make(family: str) -> Path:
@@ -135,15 +191,28 @@ def saved(tmp_path_factory):
     return make
 
 
-def _hf_pipeline(folder: Path, image: Image.Image) -> np.ndarray:
-    """Hugging Face's own path: processor -> model -> post_process_semantic_segmentation."""
-    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+def _hf_pipeline(folder: Path, image: Image.Image, *, scores: bool = False) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
+    """Hugging Face's own path: processor -> model -> post_process_semantic_segmentation.
+    OneFormer: OneFormerProcessor (image processor + tokenizer) with task_inputs=["semantic"].
+    ``scores``: also the (C, H, W) class scores the labels are the argmax of."""
     config = transformers.AutoConfig.from_pretrained(folder)
-    auto = transformers.AutoModelForUniversalSegmentation if config.model_type == "mask2former" else transformers.AutoModelForSemanticSegmentation
+    universal = config.model_type in ("mask2former", "oneformer")
+    auto = transformers.AutoModelForUniversalSegmentation if universal else transformers.AutoModelForSemanticSegmentation
     model = auto.from_pretrained(folder).eval()
+    if config.model_type == "oneformer":
+        processor = transformers.AutoProcessor.from_pretrained(folder)
+        assert isinstance(processor, transformers.OneFormerProcessor)
+        inputs = processor(images=image, task_inputs=["semantic"], return_tensors="pt")
+    else:
+        processor = transformers.AutoImageProcessor.from_pretrained(folder)
+        inputs = processor(images=image, return_tensors="pt")
     with torch.no_grad():
-        outputs = model(**processor(images=image, return_tensors="pt"))
-    return processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0].numpy()
+        outputs = model(**inputs)
+    size = [(image.height, image.width)]
+    if scores:
+        result = processor.post_process_semantic_segmentation(outputs, target_sizes=size, return_segmentation_scores=True)[0]
+        return result.segmentation.numpy(), result.segmentation_scores
+    return processor.post_process_semantic_segmentation(outputs, target_sizes=size)[0].numpy()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -175,14 +244,74 @@ def test_mask_classification_checkpoint_gives_class_scores(saved):
     assert out.shape == (1, 5, 384, 384) and out.min() >= 0
 
 
-@pytest.mark.parametrize("family", ["segformer", "upernet", "mask2former", "mobilevit", "beit", "dpt"])
+def test_oneformer_checkpoint_gives_class_scores_for_the_semantic_task(saved):
+    folder = saved("oneformer")
+    loaded = load_model(f"hf:{folder}")
+    assert loaded.scores == "probs"
+    assert loaded.categories == NAMES5
+    # The task prompt, tokenized by the checkpoint's own tokenizer, as OneFormerProcessor does it.
+    processor = transformers.AutoProcessor.from_pretrained(folder)
+    tokens = processor.tokenizer.convert_ids_to_tokens(processor.tokenizer("the task is semantic")["input_ids"])
+    assert tokens == ["<|startoftext|>", "the</w>", "task</w>", "is</w>", "semantic</w>", "<|endoftext|>"]  # whole words
+    image = photo("chelsea")
+    expected = processor(images=image, task_inputs=["semantic"], return_tensors="pt")
+    assert expected["task_inputs"].shape == (1, ONEFORMER_TASK_LEN)
+    torch.testing.assert_close(loaded.model.task_inputs, expected["task_inputs"], rtol=0, atol=0)
+    x = loaded.transforms(image)
+    torch.testing.assert_close(x, expected["pixel_values"][0], rtol=0, atol=0)
+    with torch.no_grad():
+        out = loaded.model(x[None])["out"]
+        outputs = transformers.AutoModelForUniversalSegmentation.from_pretrained(folder).eval()(**expected)
+    # OneFormer's post-processor keeps the mask logits at the model's 1/4 resolution (96 x 144 in).
+    assert out.shape == (1, 5, 24, 36) and out.min() >= 0
+    # Before the final resize: the post-processor's own class scores, bit for bit.
+    scores = processor.post_process_semantic_segmentation(outputs, return_segmentation_scores=True)[0].segmentation_scores
+    torch.testing.assert_close(out[0], scores, rtol=0, atol=0)
+
+
+def test_oneformer_class_info_on_the_hub_is_never_fetched(tmp_path, monkeypatch, saved):
+    """Published OneFormer checkpoints name their panoptic class metadata in the hub repo
+    shi-labs/oneformer_demo, which OneFormerImageProcessor downloads when it is built; seglens
+    does not need it (semantic inference uses config.id2label) and loads such a folder offline."""
+    folder = tmp_path / "published"
+    folder.mkdir()
+    for f in saved("oneformer").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["image_processor"].update(class_info_file="ade20k_panoptic.json", repo_path="shi-labs/oneformer_demo")
+    (folder / "processor_config.json").write_text(json.dumps(config))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    loaded = load_model(f"hf:{folder}")
+    assert loaded.scores == "probs" and loaded.categories == NAMES5
+
+
+@pytest.mark.parametrize("family", ["segformer", "upernet", "mask2former", "mobilevit", "beit", "dpt", "oneformer"])
 def test_segmenter_labels_equal_hugging_face_pipeline(saved, family):
     folder = saved(family)
     seg = Segmenter(f"hf:{folder}", device="cpu")
     for name in ("astronaut", "chelsea"):
         image = photo(name)
         labels = seg(image).labels
-        expected = _hf_pipeline(folder, image)
+        if family == "oneformer":
+            expected, scores = _hf_pipeline(folder, image, scores=True)
+            assert labels.shape == expected.shape == (image.height, image.width)
+            # OneFormerImageProcessor (torchvision backend, AutoImageProcessor's default) resizes
+            # the scores with torchvision's antialiased bilinear kernel, which equals bilinear
+            # (what seglens and the other post-processors use) up to float rounding (~1e-6
+            # relative); labels may differ only where two classes tie within that rounding.
+            top2 = scores.topk(2, dim=0).values.numpy()
+            tied = top2[0] - top2[1] <= 1e-5 * top2[0]
+            differ = labels != expected
+            assert not (differ & ~tied).any()
+            assert differ.sum() <= 1e-4 * labels.size and tied.sum() <= 1e-3 * labels.size
+            labels = np.where(tied, expected, labels)
+        else:
+            expected = _hf_pipeline(folder, image)
         assert labels.shape == expected.shape == (image.height, image.width)
         np.testing.assert_array_equal(labels, expected)
         assert varied(labels)  # a comparison worth making

@@ -16,7 +16,11 @@ processor.post_process_semantic_segmentation(outputs, target_sizes=[(H, W)])``: 
 post-processors upsample the per-class map bilinearly (align_corners=False) to (H, W) and take
 the argmax, which is what :func:`seglens.inference.upsample_argmax` does with ``out``. Quirks
 kept for that equality: processors that centre-crop (MobileViT) or pad map the processed frame
-onto the whole image, and Mask2Former resizes its mask logits to 384 x 384 first.
+onto the whole image, and Mask2Former resizes its mask logits to 384 x 384 first. One exception:
+OneFormer's default (torchvision-backend) OneFormerImageProcessor resizes with torchvision's
+antialiased bilinear kernel (``tvF.resize``, antialias on; checked in transformers 5.24), equal to
+bilinear in exact arithmetic but not bit for bit (~1e-6 relative), so a pixel where two classes
+tie within that rounding may get the other class (about 1 pixel in 10^5 in the tests).
 
 Safety: ``trust_remote_code`` is never enabled (checkpoints that need their own Python code are
 refused); weights load from ``model.safetensors`` when the checkpoint has one (transformers
