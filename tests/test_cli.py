@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -280,7 +281,7 @@ def test_tile_and_resize_flags_reach_the_segmenter(tmp_path, photos, capsys, wei
     np.testing.assert_array_equal(np.asarray(Image.open(out / "coffee.png")), full)
 
 
-@pytest.mark.parametrize("flag", [["--overlap", "1"], ["--tile", "8"], ["--scale", "0"], ["--outputs", "heat"]])
+@pytest.mark.parametrize("flag", [["--overlap", "1"], ["--tile", "8"], ["--tile", "abc"], ["--scale", "0"], ["--outputs", "heat"], ["--url-max-mb", "0"], ["--url-timeout", "nan"]])
 def test_bad_tile_scale_flags_are_one_line_errors(flag, tmp_path, capsys):
     code, out, err = run(capsys, "segment", tmp_path, *flag)
     assert code == 2 and out == ""
@@ -444,3 +445,52 @@ def test_bad_hugging_face_model_specs_are_one_line_errors(argv, match, tmp_path,
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and match in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_over_a_folder_skips_its_own_output_folder(tmp_path, photos, capsys, weights_file, monkeypatch):
+    photos[1].save(tmp_path / "cat.png")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, _, _ = run(capsys, "segment", ".", "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask", "-q")
+        assert code == 0
+    assert files_under(tmp_path) == ["cat.png", "seglens_out/cat.png", "seglens_out/summary.csv", "seglens_out/summary.json"]
+    assert len(json.loads((tmp_path / "seglens_out" / "summary.json").read_text())["images"]) == 1
+
+
+def test_a_video_mask_folder_never_replaces_image_outputs_of_the_same_run(tmp_path, photos, capsys, weights_file):
+    folder = tmp_path / "in"
+    (folder / "clip_mask").mkdir(parents=True)
+    _clip(folder / "clip.mp4", frames=2)
+    photos[1].save(folder / "clip_mask" / "cat.jpg")
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask,overlay", "-q")
+    assert code == 0
+    assert files_under(out) == [
+        "clip-2_mask/000000.png", "clip-2_mask/000001.png", "clip-2_overlay.mp4",
+        "clip_mask/cat.png", "clip_mask/cat_overlay.jpg", "summary.csv", "summary.json",
+    ]
+
+
+def test_skip_existing_retries_a_video_that_broke_part_way(tmp_path, capsys, weights_file):
+    clip = _clip(tmp_path / "clip.mp4", frames=2)
+    out = tmp_path / "out"
+    args = ["segment", clip, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q"]
+    assert run(capsys, *args)[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    summary["images"][0]["error"] = "decoding stopped after 1 frames: ..."  # as a broken download leaves it
+    (out / "summary.json").write_text(json.dumps(summary))
+    code, _, err = run(capsys, *args, "--skip-existing")
+    assert code == 0 and "1 segmented, 0 skipped" in err  # tried again, not taken as done
+    assert run(capsys, *args, "--skip-existing")[2].count("0 segmented, 1 skipped") == 1
+
+
+def test_sigterm_takes_the_interrupt_path():
+    import signal
+
+    from seglens.cli import _sigterm_as_interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with _sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

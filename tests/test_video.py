@@ -90,7 +90,7 @@ def test_is_video_by_suffix(name, answer):
 
 
 def test_video_suffixes_leave_gif_to_images():
-    assert VIDEO_SUFFIXES == {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+    assert VIDEO_SUFFIXES == {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp"}
 
 
 def test_probe(clip, odd_clip):
@@ -361,3 +361,25 @@ def test_legend_rows_that_do_not_fit_become_a_count():
     present = [s.index for s in stats if (drawn == s.color).all(axis=2).any()]
     assert present == [s.index for s in stats[:2]]  # two swatches, then "+3 more"
     assert _draw_legend(plain, []) is plain  # nothing to list: the frame as it was
+
+
+def test_truncated_matroska_is_reported_by_its_stated_duration(tmp_path):
+    # Matroska stores no frame count, but its header states the duration (3 s here): a file
+    # whose frames end at ~1 s was cut short, a complete one is not flagged.
+    astronaut = np.asarray(photo("astronaut"))
+    good = tmp_path / "good.mkv"
+    with av.open(str(good), "w") as c:
+        stream = c.add_stream("libx264", rate=24, options={"g": "1"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(72):
+            crop = np.ascontiguousarray(astronaut[2 * i : 2 * i + 48, 3 * i : 3 * i + 64])
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
+        c.mux(stream.encode(None))
+    complete = FrameReader(good)
+    assert sum(1 for _ in complete) == 72 and complete.error is None
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size * 4 // 10])
+    reader = FrameReader(cut)
+    n = sum(1 for _ in reader)
+    assert 10 < n < 50
+    assert reader.error is not None and reader.error.startswith("the frames end at ") and "of the 3.0 s the file states (truncated?)" in reader.error

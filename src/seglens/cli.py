@@ -7,9 +7,13 @@ model, weights missing or unreadable, no images found); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
+import signal
 import sys
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
@@ -53,29 +57,47 @@ def _outputs(value: str) -> tuple[str, ...]:
     return kinds
 
 
+def _number(value: str, kind=float):
+    """float(value) / int(value), as a one-line flag error (not "invalid _tile value")."""
+    try:
+        n = kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(n):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
+    return n
+
+
 def _alpha(value: str) -> float:
-    a = float(value)
+    a = _number(value)
     if not 0.0 <= a <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return a
 
 
 def _fraction(value: str) -> float:
-    a = float(value)
+    a = _number(value)
     if not 0.0 <= a < 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not in [0, 1)")
     return a
 
 
 def _scale(value: str) -> float:
-    a = float(value)
+    a = _number(value)
     if not 0.0 < a <= 16.0:
         raise argparse.ArgumentTypeError(f"{value} is not in (0, 16]")
     return a
 
 
+def _positive_float(value: str) -> float:
+    a = _number(value)
+    if not a > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return a
+
+
 def _tile(value: str) -> int:
-    n = int(value)
+    n = _number(value, int)
     if n < 32:
         raise argparse.ArgumentTypeError(f"{value} is smaller than 32 pixels")
     return n
@@ -95,7 +117,7 @@ def _torchvision_name(value: str) -> str:
 
 
 def _positive_int(value: str) -> int:
-    n = int(value)
+    n = _number(value, int)
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return n
@@ -127,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overlap", type=_fraction, default=0.25, help="fraction of a --tile window shared with its neighbours, 0..1 (default: 0.25)")
     seg.add_argument("--low-confidence", type=_alpha, default=0.5, metavar="P", help="with --outputs confidence: outline regions whose probability is below P on the overlay (default: 0.5; 0: no outline)")
     seg.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
-    seg.add_argument("--url-timeout", type=float, default=30.0, help="seconds allowed for each http(s) input's download (default: %(default)s)")
-    seg.add_argument("--url-max-mb", type=float, default=50.0, help="largest http(s) input downloaded, in MB (default: %(default)s)")
+    seg.add_argument("--url-timeout", type=_positive_float, default=30.0, help="seconds allowed for each http(s) input's download (default: %(default)s)")
+    seg.add_argument("--url-max-mb", type=_positive_float, default=50.0, help="largest http(s) input downloaded, in MB (default: %(default)s)")
     seg.add_argument("--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)")
     seg.add_argument("--backend", default="torch", choices=BACKENDS, help="torch (default), onnxruntime or openvino (exported once, cached; pip install 'seglens[onnx]' / 'seglens[openvino]')")
     seg.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="fp32 (exact, default); fp16/bf16: torch autocast (GPUs); int8: OpenVINO + NNCF quantisation (approximate, fast on CPUs)")
@@ -257,6 +279,20 @@ def _unique_names(images: list[InputImage], kinds: Sequence[str]) -> list[str]:
     return names
 
 
+def _reserve_video_names(videos: list[InputImage], image_names: list[str]) -> list[InputImage]:
+    """Video output stems whose NAME_mask/ folder holds no image output of the same run (installing
+    the folder replaces it whole): "clip" becomes "clip-2" when an image is named "clip_mask/...". """
+    taken = {n.lower() for n in image_names}
+    out = []
+    for video in videos:
+        name, n = video.name, 1
+        while any(t.startswith(f"{name.lower()}_mask/") for t in taken):
+            n += 1
+            name = f"{video.name}-{n}"
+        out.append(dataclasses.replace(video, name=name))
+    return out
+
+
 def _previous_summary(out: Path) -> dict[str, dict]:
     try:
         data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -342,7 +378,7 @@ def _segmenter(args: argparse.Namespace, **extra):
 def _cmd_segment(args: argparse.Namespace, err) -> int:
     from tqdm import tqdm
 
-    found, problems = find_images(args.inputs, suffixes=IMAGE_EXTENSIONS | VIDEO_SUFFIXES)
+    found, problems = find_images(args.inputs, suffixes=IMAGE_EXTENSIONS | VIDEO_SUFFIXES, exclude=[args.out])
     if not found:
         detail = "; ".join(f"{source}: {reason}" for source, reason in problems)
         err(f"error: no images found ({detail}); give image or video files, folders, glob patterns or http(s) URLs")
@@ -353,6 +389,8 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     images = [f for f in found if f.is_url or not is_video(f.path)]
     image_outputs = args.outputs or DEFAULT_OUTPUTS
     video_outputs = tuple(k for k in (args.outputs or ("overlay",)) if k in ("overlay", "mask"))
+    if videos and args.outputs and set(args.outputs) - {"overlay", "mask"} and video_outputs:
+        err(f"note: videos get {','.join(video_outputs)} only ({','.join(sorted(set(args.outputs) - {'overlay', 'mask'}))}: images only)")
     windows_bar = None
 
     def window_progress(done: int, total: int) -> None:  # a second bar while a huge image is tiled
@@ -382,6 +420,7 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
 
     meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size, "backend": args.backend, "precision": args.precision, "scale": seg.scale, "tile": args.tile, "overlap": args.overlap if args.tile else None}
     names = _unique_names(images, image_outputs)
+    videos = _reserve_video_names(videos, names)
     previous = _previous_summary(args.out) if args.skip_existing else {}
     failures: list[dict] = [{"input": s, "error": r} for s, r in problems]
     skipped = segmented = 0
@@ -474,7 +513,7 @@ def _segment_one_video(args: argparse.Namespace, seg, video: InputImage, outputs
         return None
     mask_name = video.name + ("_mask" if args.mask_format == "png" else "_mask.mkv")
     finals = {"overlay": args.out / f"{video.name}_overlay.mp4", "mask": args.out / mask_name}
-    if args.skip_existing and all(finals[k].exists() for k in outputs) and label in previous:
+    if args.skip_existing and all(finals[k].exists() for k in outputs) and label in previous and not previous[label].get("error"):
         return {**previous[label], "skipped": True}
     try:
         info = probe(video.path)
@@ -653,17 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"error: {e}")
         return EXIT_CANNOT_START
     try:
-        if args.command == "models":
-            return _cmd_models(args)
-        if args.command == "serve":
-            return _cmd_serve(args, err)
-        if args.command == "bench":
-            return _cmd_bench(args, err)
-        if args.command == "export":
-            return _cmd_export(args, err)
-        if args.command == "eval":
-            return _cmd_eval(args, err)
-        return _cmd_segment(args, err)
+        with _sigterm_as_interrupt():
+            return _dispatch(args, err)
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
@@ -672,6 +702,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err(f"error: {type(e).__name__}: {e} (run again with --debug for a traceback)")
         return EXIT_CANNOT_START
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (docker stop, a CI cancel, kill) takes the Ctrl-C path: temporary files removed,
+    the summary of what was done written, exit 130. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace, err) -> int:
+    if args.command == "models":
+        return _cmd_models(args)
+    if args.command == "serve":
+        return _cmd_serve(args, err)
+    if args.command == "bench":
+        return _cmd_bench(args, err)
+    if args.command == "export":
+        return _cmd_export(args, err)
+    if args.command == "eval":
+        return _cmd_eval(args, err)
+    return _cmd_segment(args, err)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,10 @@ class _ProcessorTransform:
 
 def _reason(e: BaseException) -> str:
     text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+    first = text.split(". ")[0]  # hub errors run to several sentences and URLs: keep the first
+    if len(first) > 200:
+        first = first[:200].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _offline() -> bool:
@@ -368,7 +371,7 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
         why = f"{_OFFLINE_ENV} is set, so nothing is downloaded" if offline else f"download failed: {_reason(e)}"
         return WeightsError(
             f"{name}: {source} is not in the Hugging Face cache {constants.HF_HUB_CACHE} ({why}); "
-            f"fetch it once online (`hf download {source}`, or run without {_OFFLINE_ENV}), "
+            f"fetch it once online (`hf download {source}`{f', or run without {_OFFLINE_ENV}' if offline else ''}), "
             "or pass a folder: --model hf:/path/to/saved_model"
         )
 
@@ -378,6 +381,8 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
         except OSError as e:
             raise unavailable(e) from e
         except ValueError as e:  # unknown model_type, or a config that needs remote code
+            if local and not (Path(source) / "config.json").is_file():
+                raise unavailable(e) from e
             raise WeightsError(f"{name}: transformers cannot build this checkpoint without running its own code "
                                f"or a newer transformers ({_reason(e)}); seglens never sets trust_remote_code") from e
         model_type = getattr(config, "model_type", "")

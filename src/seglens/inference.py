@@ -335,7 +335,7 @@ class Segmenter:
         if self.scale is None:
             tensor = self.loaded.transforms(image)
             if tensor.shape[-2] * tensor.shape[-1] > _MAX_MODEL_PIXELS:
-                raise ValueError(f"aspect ratio {w}x{h} is too extreme for the model's 520-pixel short side; crop it first")
+                raise ValueError(f"aspect ratio {w}x{h} is too extreme for the model's 520-pixel short side; use --tile 512 (full resolution, in windows) or crop it")
             return tensor
         size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
         if self.tile is None and size[0] * size[1] > _MAX_MODEL_PIXELS:

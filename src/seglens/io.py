@@ -647,7 +647,9 @@ class InputImage:
         return str(self.path)
 
 
-def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_EXTENSIONS) -> tuple[list[InputImage], list[tuple[str, str]]]:
+def find_images(
+    inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_EXTENSIONS, exclude: Sequence[StrPath] = ()
+) -> tuple[list[InputImage], list[tuple[str, str]]]:
     """Expand files, folders, glob patterns and URLs into a sorted, de-duplicated list of images.
 
     Folders are searched recursively for files with an ``IMAGE_EXTENSIONS`` suffix (any case),
@@ -670,6 +672,8 @@ def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_E
         inputs: file paths, folder paths, glob patterns and http(s) URLs.
         suffixes: what folders and glob patterns pick up (default ``IMAGE_EXTENSIONS``; the
             CLI adds video suffixes).
+        exclude: folders that folder walks and glob patterns skip (the CLI's output folder, so a
+            second run over "." does not segment the first run's outputs).
 
     Returns:
         ``(images, problems)``: the files sorted by path, each file once, then the URLs in the
@@ -677,6 +681,7 @@ def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_E
         reason)`` for inputs that are missing, match nothing, hold no images or have another
         URL scheme.
     """
+    skip = {Path(e).resolve() for e in exclude}
     found: list[tuple[Path, str]] = []
     urls: dict[str, str] = {}  # _url_key -> the URL as first given; dicts keep input order
     problems: list[tuple[str, str]] = []
@@ -687,7 +692,7 @@ def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_E
             continue
         path = Path(text)
         if path.is_dir():
-            files = _walk_images(path, problems, suffixes)
+            files = _walk_images(path, problems, suffixes, skip)
             found += [(f, f.relative_to(path).with_suffix("").as_posix()) for f in files]
             if not files:
                 problems.append((text, f"folder contains no images ({', '.join(sorted(suffixes))})"))
@@ -699,7 +704,7 @@ def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_E
             problems.append((text, _OTHER_SCHEME))
         elif any(c in text for c in "*?["):
             files = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            files = [f for f in files if f.suffix.lower() in suffixes and f.is_file()]
+            files = [f for f in files if f.suffix.lower() in suffixes and f.is_file() and not _under(f, skip)]
             found += [(f, f.stem) for f in files]
             if not files:
                 problems.append((text, "pattern matched no image files"))
@@ -718,13 +723,17 @@ def find_images(inputs: Sequence[StrPath], *, suffixes: frozenset[str] = IMAGE_E
     return [InputImage(path=p, name=n) for p, n in zip(sources, names)], problems
 
 
-def _walk_images(root: Path, problems: list[tuple[str, str]], suffixes: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
+def _under(path: Path, folders: set[Path]) -> bool:
+    return bool(folders) and any(p in folders for p in path.resolve().parents)
+
+
+def _walk_images(root: Path, problems: list[tuple[str, str]], suffixes: frozenset[str] = IMAGE_EXTENSIONS, skip: set[Path] = frozenset()) -> list[Path]:
     def on_error(e: OSError) -> None:
         problems.append((os.fsdecode(e.filename or root), f"cannot read folder ({e.strerror or e})"))
 
     files = []
     for folder, dirs, names in os.walk(root, onerror=on_error):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (skip and Path(folder, d).resolve() in skip))
         for name in sorted(names):
             path = Path(folder, name)
             if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():

@@ -38,7 +38,7 @@ StrPath = Union[str, "os.PathLike[str]"]
 
 # GIF stays an image: seglens.io reads its first frame like any other picture.
 VIDEO_SUFFIXES: frozenset[str] = frozenset(
-    {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+    {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp"}
 )
 OUTPUT_KINDS = ("overlay", "mask")
 MASK_FORMATS = ("png", "video")
@@ -175,11 +175,7 @@ def probe(path: StrPath) -> VideoInfo:
         fps = _rate(stream)
         if fps is None or fps <= 0:
             raise VideoError(os.fsdecode(path), "the container gives no frame rate; remux it (ffmpeg -i in -c copy out.mp4)")
-        duration = None
-        if stream.duration and stream.time_base:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration:
-            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        duration = _duration(container, stream)
         frames = stream.frames or (round(duration * fps) if duration else None)
         width, height = stream.codec_context.width, stream.codec_context.height
         codec = stream.codec_context.name
@@ -257,10 +253,13 @@ class FrameReader:
 
     def _decode(self, av, container, stream) -> Iterator[Any]:
         packets = 0
+        last = None  # presentation time (s) of the last decoded frame
         try:
             for packet in container.demux(stream):
                 packets += packet.size > 0
-                yield from packet.decode()  # the final empty packet drains the decoder
+                for frame in packet.decode():  # the final empty packet drains the decoder
+                    last = frame.time if frame.time is not None else last
+                    yield frame
         except av.FFmpegError as e:
             self.error = f"{_ffmpeg_reason(e)} (the file may be truncated or corrupt)"
             with contextlib.suppress(av.FFmpegError):  # frames already inside the decoder
@@ -268,6 +267,22 @@ class FrameReader:
             return
         if stream.frames and packets < stream.frames:
             self.error = f"the file holds {packets} of the {stream.frames} frames its header lists (truncated?)"
+            return
+        # Containers without a frame count (Matroska, WebM, MPEG-TS) still state a duration: a
+        # file whose frames end well before it was cut short (variable frame rates end close to it).
+        duration = _duration(container, stream)
+        begin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        if duration and last is not None and last - begin < duration - max(1.0, 0.1 * duration):
+            self.error = f"the frames end at {last - begin:.1f} s of the {duration:.1f} s the file states (truncated?)"
+
+
+def _duration(container, stream) -> float | None:
+    """Seconds the stream (or else the container) states, or None."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def _display_size(frame) -> tuple[int, int]:
