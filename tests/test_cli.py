@@ -191,8 +191,14 @@ def test_models_table(capsys):
     row = next(line for line in lines if line.startswith("deeplabv3_resnet50"))
     assert row.split() == ["deeplabv3_resnet50", "(default)", "21", "66.4", "92.4", "178.7", "42.0M", "160.5", "MB", "no"]
     assert [line.split()[0] for line in lines[1:7]] == list_models()
+    hf_header = next(i for i, line in enumerate(lines) if line.startswith("Hugging Face checkpoint"))
+    hf_rows = [line.split() for line in lines[hf_header + 1 :] if line.startswith("hf:")]
+    assert ["hf:nvidia/segformer-b0-finetuned-ade-512-512", "SegFormer", "150", "37.4", "ADE20K", "no"] in hf_rows
     code, out, _ = run(capsys, "models", "--json")
-    assert [m["name"] for m in json.loads(out)][2] == "deeplabv3_resnet50"
+    rows = json.loads(out)
+    assert [m["name"] for m in rows][2] == "deeplabv3_resnet50"
+    assert [m["kind"] for m in rows] == ["torchvision"] * 6 + ["hf"] * len(hf_rows)
+    assert all(m["source"] for m in rows if m["kind"] == "hf")  # each published score says where it is from
 
 
 def test_export_then_segment_with_onnxruntime_and_int8(tmp_path, capsys, monkeypatch, photos, weights_file):

@@ -234,7 +234,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     infos = [model_info(name) for name in list_models()]
     hf_rows = hf_model_rows()
     if args.json:
-        print(json.dumps([vars(i) for i in infos] + [vars(r) for r in hf_rows], indent=2))
+        rows = [{"kind": "torchvision", **vars(i)} for i in infos] + [{"kind": "hf", **vars(r)} for r in hf_rows]
+        print(json.dumps(rows, indent=2))
         return EXIT_OK
     header = ("model", "classes", "mIoU", "pixAcc", "GFLOPS", "params", "size", "cached")
     rows = [
@@ -667,6 +668,8 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
         return EXIT_CANNOT_START
 
     protocol = args.protocol or ("native" if args.dataset in ("folder", "ade20k") else "torchvision")
+    if is_hf_model(args.model) and protocol == "torchvision":
+        err("note: Hugging Face models are scored with --protocol native (their own image processor; the torchvision protocol is torchvision's 520-pixel preset)")
     config = EvalConfig(protocol=protocol, tta=tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width, worst=max(0, args.worst))
     with tqdm(total=len(dataset), unit="img", desc="eval", file=sys.stderr, disable=args.quiet, dynamic_ncols=True) as bar:
         result = evaluate(seg, dataset, config, progress=bar.update)
