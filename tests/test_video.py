@@ -383,3 +383,28 @@ def test_truncated_matroska_is_reported_by_its_stated_duration(tmp_path):
     n = sum(1 for _ in reader)
     assert 10 < n < 50
     assert reader.error is not None and reader.error.startswith("the frames end at ") and "of the 3.0 s the file states (truncated?)" in reader.error
+
+
+def test_variable_frame_rate_keeps_frame_times(seg, tmp_path):
+    # Frames at 0, 80, 100, 180, 200, ... ms (two per 100 ms, unevenly): the overlay places each
+    # frame at its own time, to the nearest tick of the output rate (1/25 s here).
+    astronaut = np.asarray(photo("astronaut"))
+    vfr = tmp_path / "vfr.mkv"
+    times_ms = [100 * (i // 2) + (80 if i % 2 else 0) for i in range(20)]
+    with av.open(str(vfr), "w") as c:
+        stream = c.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(astronaut[i : i + 48, i : i + 64]), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    source = [f.time for f in FrameReader(vfr)]
+    assert [round(t * 1000) for t in source] == times_ms
+    segment_video(seg, vfr, tmp_path / "out", "vfr")
+    with av.open(str(tmp_path / "out" / "vfr_overlay.mp4")) as c:
+        written = [float(f.time) for f in c.decode(video=0)]
+    assert len(written) == 20
+    assert max(abs(a - b) for a, b in zip(written, source)) <= 0.04 + 1e-6  # within one 1/25 s tick
+    assert written[-1] > 0.9  # not squeezed to 20 frames at 25 fps (0.76 s)

@@ -402,6 +402,8 @@ class _VideoFile:
         self.final, self.tmp = final, _temp_path(final)
         self.pix_fmt, self.bt709, self.rate = pix_fmt, bt709, rate
         self.count = 0
+        self.pts = -1  # last frame's pts
+        self.start: float | None = None  # source time of the first frame written
         self.container = av.open(str(self.tmp), "w", format=container_format, container_options=container_options or {})
         try:
             stream = self.container.add_stream(codec, rate=rate, options=options)
@@ -416,11 +418,20 @@ class _VideoFile:
             self.discard()
             raise
 
-    def write(self, av, array: np.ndarray, source_format: str) -> None:
+    def write(self, av, array: np.ndarray, source_format: str, time: float | None = None) -> None:
+        """Encode one frame. ``time``: its source time in seconds; frames are placed at their own
+        times (to the nearest tick of 1 / rate) so variable-frame-rate clips keep their timing; a
+        constant-rate source gives pts 0, 1, 2, ... exactly."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format)
         if self.bt709:
             frame = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", dst_color_trc=1, dst_color_primaries=1)
-        frame.pts, frame.time_base = self.count, 1 / self.rate
+        if time is None:
+            pts = self.pts + 1
+        else:
+            self.start = time if self.start is None else self.start
+            pts = max(self.pts + 1, round((time - self.start) * self.rate))  # strictly increasing
+        self.pts = pts
+        frame.pts, frame.time_base = pts, 1 / self.rate
         self.container.mux(self.stream.encode(frame))
         self.count += 1
 
@@ -528,10 +539,10 @@ class _Outputs:
             self._open((result.labels.shape[1], result.labels.shape[0]))
         if "overlay" in self.files:
             legend = _legend_classes(stats, result.categories)
-            self.files["overlay"].write(self.av, _draw_legend(result.overlay(self.alpha), legend), "rgb24")
+            self.files["overlay"].write(self.av, _draw_legend(result.overlay(self.alpha), legend), "rgb24", frame.time)
         if "mask" in self.files:
             if self.mask_format == "video":
-                self.files["mask"].write(self.av, result.labels, "gray")
+                self.files["mask"].write(self.av, result.labels, "gray", frame.time)
             else:
                 self.files["mask"].write(frame.index, result.labels, result.palette)
 
