@@ -233,6 +233,7 @@ def test_segmentation_error_stops_and_finalises(seg, clip, tmp_path):
     [
         (b"this is a text file, not a video\n" * 20, r"clip\.mp4: cannot open as a video \(Invalid data found when processing input\)"),
         (None, r"clip\.mp4: no such file \(check the path\)"),
+        (b"", r"clip\.mp4: empty file \(0 bytes\); re-download or re-export it"),
     ],
 )
 def test_unreadable_input_raises_and_writes_nothing(seg, tmp_path, content, match):

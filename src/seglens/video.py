@@ -111,6 +111,8 @@ def _open_input(av, path: StrPath):
         raise VideoError(label, "no such file (check the path)")
     if not p.is_file():
         raise VideoError(label, "not a regular file (give a video file such as clip.mp4)")
+    if p.stat().st_size == 0:
+        raise VideoError(label, "empty file (0 bytes); re-download or re-export it")
     try:
         container = av.open(label, "r")
     except av.FFmpegError as e:
