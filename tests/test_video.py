@@ -154,7 +154,7 @@ def test_overlay_and_png_masks(seg, clip, tmp_path):
     assert {k: v for k, v in summary.items() if k not in ("seconds", "classes", "frames")} == {
         "input": str(clip), "kind": "video", "width": 96, "height": 64, "fps": 24.0, "stride": 3,
         "frames_total": 12, "frames_segmented": 4,
-        "outputs": {"overlay": "clip_overlay.mp4", "mask": "clip_mask"}, "error": None,
+        "outputs": {"overlay": "clip_overlay.mp4", "mask": "clip_mask"}, "audio": None, "error": None,
     }
     for entry, (frame, labels) in zip(summary["frames"], want, strict=True):
         stats = class_stats(labels, seg.categories, seg.palette)
@@ -409,3 +409,47 @@ def test_variable_frame_rate_keeps_frame_times(seg, tmp_path):
     assert len(written) == 20
     assert max(abs(a - b) for a, b in zip(written, source)) <= 0.04 + 1e-6  # within one 1/25 s tick
     assert written[-1] > 0.9  # not squeezed to 20 frames at 25 fps (0.76 s)
+
+
+def _clip_with_audio(path, codec: str, container_format: str | None = None, frames: int = 12):
+    """24 fps H.264 frames (as write_clip) and 0.5 s of a 440 Hz tone in ``codec``."""
+    astronaut = np.asarray(photo("astronaut"))
+    with av.open(str(path), "w", format=container_format) as c:
+        video = c.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = c.add_stream(codec, rate=16000)
+        audio.layout = "mono"
+        for i in range(frames):
+            c.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(astronaut[i : i + 48, i : i + 64]), format="rgb24")))
+        fmt = "fltp" if codec == "aac" else "s16"
+        tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+        samples = (tone.astype(np.float32) if fmt == "fltp" else (tone * 20000).astype(np.int16))[None]
+        for start in range(0, 8000, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 1024]), format=fmt, layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            c.mux(audio.encode(chunk))
+        c.mux(video.encode(None))
+        c.mux(audio.encode(None))
+    return path
+
+
+def test_overlay_keeps_the_source_audio(seg, tmp_path):
+    clip = _clip_with_audio(tmp_path / "talk.mp4", "aac")
+    summary = segment_video(seg, clip, tmp_path / "out", "talk")
+    assert summary["audio"] == "copied (aac)"
+    with av.open(str(tmp_path / "out" / "talk_overlay.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+        audio = c.streams.audio[0]
+        assert abs(float(audio.duration * audio.time_base) - 0.5) < 0.1  # the whole tone, aligned at 0
+        assert sum(1 for _ in c.decode(video=0)) == 12  # every frame still there
+    assert listing(tmp_path / "out") == ["talk_overlay.mp4"]  # no temporary left
+
+
+def test_audio_that_mp4_cannot_hold_is_dropped_and_said(seg, tmp_path):
+    clip = _clip_with_audio(tmp_path / "talk.mkv", "pcm_s16le")
+    summary = segment_video(seg, clip, tmp_path / "out", "talk")
+    assert summary["audio"] == "dropped: pcm_s16le audio does not go into MP4 without re-encoding"
+    with av.open(str(tmp_path / "out" / "talk_overlay.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video"]
+        assert sum(1 for _ in c.decode(video=0)) == 12
+    assert segment_video(seg, write_clip(tmp_path / "silent.mp4", 64, 48), tmp_path / "out", "silent")["audio"] is None

@@ -515,6 +515,60 @@ def _output_names(name: str, outputs: Sequence[str], mask_format: str) -> dict[s
     return names
 
 
+# Audio codecs the MP4 muxer takes as they are (copied, never re-encoded).
+_MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
+
+
+def _packets(container, stream, shift: float = 0.0, until: float | None = None) -> Iterator[tuple[float, int, Any]]:
+    """(time in s after ``shift``, tie-break, packet) of one stream, for merging streams in time order."""
+    for n, packet in enumerate(container.demux(stream)):
+        if packet.dts is None or packet.pts is None:
+            continue  # the demuxer's final flush packet
+        t = float(packet.dts * packet.time_base) - shift
+        if until is not None and not -1e-6 <= t <= until:  # trimming applies to the audio only
+            continue
+        if shift:
+            offset = round(shift / packet.time_base)
+            packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
+        yield t, n, packet
+
+
+def _mux_audio(av, video: Path, source: Path, start: float, end: float) -> str | None:
+    """Copy the source's first audio stream into the finished overlay video ``video`` (replaced
+    in place), aligned with its frames: source time ``start`` is the overlay's 0, audio after
+    ``end`` is left out. Returns None (no audio), "copied (codec)" or "dropped: reason"."""
+    import heapq
+
+    with av.open(str(source)) as src:
+        if not src.streams.audio:
+            return None
+        audio = src.streams.audio[0]
+        codec = audio.codec_context.name if audio.codec_context else "unknown"
+        if codec not in _MP4_AUDIO:
+            return f"dropped: {codec} audio does not go into MP4 without re-encoding"
+        moved = video.with_name(video.name + ".a")
+        try:
+            with av.open(str(video)) as vin, av.open(str(moved), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
+                v_in = vin.streams.video[0]
+                v_out, a_out = out.add_stream_from_template(v_in), out.add_stream_from_template(audio)
+                targets = {v_in.index: v_out}
+                video_start = float(src.streams.video[0].start_time * src.streams.video[0].time_base) if src.streams.video and src.streams.video[0].start_time is not None else 0.0
+                streams = heapq.merge(
+                    ((t, 0, n, p) for t, n, p in _packets(vin, v_in)),
+                    ((t, 1, n, p) for t, n, p in _packets(src, audio, shift=video_start + start, until=end)),
+                )
+                for _, which, _, packet in streams:
+                    packet.stream = targets[v_in.index] if which == 0 else a_out
+                    out.mux(packet)
+        except BaseException as e:
+            _remove(moved)
+            if not isinstance(e, Exception):  # Ctrl-C: the caller removes the overlay too
+                raise
+            return f"dropped: {_ffmpeg_reason(e) if isinstance(e, av.FFmpegError) else e}"  # the overlay stays, silent
+        os.replace(moved, video)
+    return f"copied ({codec})"
+
+
 class _Outputs:
     """One video's output files: opened at the first frame (its size), installed at the end."""
 
@@ -548,12 +602,19 @@ class _Outputs:
             else:
                 self.files["mask"].write(frame.index, result.labels, result.palette)
 
-    def finish(self) -> None:
-        """Close every file, then give each its final name."""
+    def finish(self, source: Path | None = None, span: tuple[float, float] | None = None) -> str | None:
+        """Close every file, copy the source's audio into the overlay (when there is one and
+        ``source`` is given), then give each file its final name. Returns what happened to the
+        audio (see :func:`_mux_audio`)."""
         for f in (self.files or {}).values():
             f.close()
+        audio = None
+        overlay = (self.files or {}).get("overlay")
+        if source is not None and span is not None and isinstance(overlay, _VideoFile):
+            audio = _mux_audio(self.av, overlay.tmp, source, *span)
         for f in (self.files or {}).values():
             f.install()
+        return audio
 
     def discard(self) -> None:
         for f in (self.files or {}).values():
@@ -635,6 +696,7 @@ def segment_video(
     frames: list[dict] = []
     last = None
     stop: str | None = None
+    audio = None
     try:
         with contextlib.closing(seg.stream(reader, load=lambda f: f.image, workers=workers)) as results:
             for frame, result in results:
@@ -652,7 +714,8 @@ def segment_video(
             stop = f"decoding stopped after {reader.decoded} frames: {reader.error}"
         if last is None:
             raise VideoError(os.fsdecode(path), f"no frame could be segmented: {stop or 'the video has no frames'}; check that the file plays")
-        files.finish()
+        first_time, last_time = frames[0]["time"], frames[-1]["time"]
+        audio = files.finish(Path(os.fsdecode(path)), (first_time, last_time - first_time + stride / float(info.fps)))
     except BaseException:
         files.discard()
         raise
@@ -669,5 +732,6 @@ def segment_video(
         "classes": _class_totals(counts, last.categories, last.palette),
         "frames": frames,
         "outputs": {kind: Path(rel).as_posix() for kind, rel in names.items()},
+        "audio": audio,
         "error": None if stop is None else f"{stop}; the outputs hold frames 0..{frames[-1]['index']}",
     }
