@@ -80,13 +80,15 @@ def varied(labels: np.ndarray) -> bool:
 
 
 @contextlib.contextmanager
-def live_server(app, *, backlog: int = 2048) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread on a free 127.0.0.1 port; yield its URL."""
+def live_server(app, *, backlog: int = 2048, **config) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread on a free 127.0.0.1 port; yield its URL.
+
+    ``config``: more ``uvicorn.Config`` arguments (e.g. ``http=`` a protocol class)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", backlog=backlog))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", backlog=backlog, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

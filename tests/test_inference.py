@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision.models import get_model_weights
 
 from seglens import Segmenter
-from seglens.inference import resolve_device, upsample_argmax
+from seglens.inference import ImageShapeError, resolve_device, upsample_argmax
 from tests.conftest import calibrated_model, varied
 
 SMALL = "lraspp_mobilenet_v3_large"
@@ -102,8 +102,13 @@ def test_result_api(photos, weights_file):
 
 def test_extreme_aspect_ratio_is_refused_not_run(weights_file):
     seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
-    with pytest.raises(ValueError, match=r"aspect ratio 20000x100 is too extreme.*crop it"):
+    with pytest.raises(ImageShapeError) as info:
         seg(Image.new("RGB", (20000, 100)))
+    assert str(info.value) == (
+        "image is 20000x100: the model's resize to a 520-pixel short side makes it 104000x520, above the limit of "
+        "17305600 pixels for one pass (aspect ratio at most 64:1); use --tile 512 (full resolution, in windows) or crop it"
+    )
+    seg.check_size(6400, 100)  # resized to 33280x520: the limit exactly
 
 
 def test_devices():

@@ -30,6 +30,7 @@ from seglens.io import (
     atomic_open,
     fetch_url,
     find_images,
+    image_size,
     is_url,
     load_image,
     save_image,
@@ -405,6 +406,149 @@ def test_image_load_error_is_one_line_and_picklable():
     assert str(error) == "a.jpg: broken stream"
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.path, copy.reason, str(copy)) == ("a.jpg", "broken stream", "a.jpg: broken stream")
+
+
+# ---------------------------------------------------------------- image_size, check_size
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, whole chunk) of each chunk of a PNG."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append((data[pos + 4 : pos + 8], data[pos : pos + 12 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _move_after_pixels(data: bytes, kind: bytes) -> bytes:
+    """The PNG with its ``kind`` chunks moved after the image data (as some tools write eXIf)."""
+    chunks = _png_chunks(data)
+    moved, rest = [c for c in chunks if c[0] == kind], [c for c in chunks if c[0] != kind]
+    last_idat = max(i for i, c in enumerate(rest) if c[0] == b"IDAT")
+    rest[last_idat + 1 : last_idat + 1] = moved
+    return data[:8] + b"".join(c[1] for c in rest)
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "camera"])
+def test_image_size_is_the_decoded_size_of_real_images(name, tmp_path):
+    pixels = getattr(skimage.data, name)()
+    formats = [("JPEG", {}), ("PNG", {}), ("WEBP", {}), ("BMP", {}), ("GIF", {}), ("TIFF", {"compression": "tiff_lzw"})]
+    formats += [("AVIF", {})] if "AVIF" in ALLOWED_FORMATS else []
+    for fmt, options in formats:
+        data = _encode(Image.fromarray(pixels), fmt, **options)
+        assert image_size(data) == load_image(data).size == (pixels.shape[1], pixels.shape[0]), fmt
+    path = tmp_path / f"{name}.jpg"
+    path.write_bytes(_encode(Image.fromarray(pixels), "JPEG"))
+    with open(path, "rb") as f:
+        assert image_size(path) == image_size(str(path)) == image_size(f) == (pixels.shape[1], pixels.shape[0])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_image_size_applies_the_exif_orientation(fmt):
+    photo = Image.fromarray(skimage.data.chelsea())  # 451 x 300
+    for orientation in range(1, 9):
+        data = _encode(photo, fmt, exif=_exif(orientation))
+        expected = (300, 451) if orientation >= 5 else (451, 300)  # 5-8 transpose or turn by 90 degrees
+        assert image_size(data) == load_image(data).size == expected, orientation
+
+
+def test_image_size_reads_png_metadata_after_the_pixel_data():
+    # eXIf (and an XMP packet) may follow the pixel data; Pillow reads them only when loading,
+    # and load_image's exif_transpose then turns the image: image_size reads them without decoding.
+    photo = Image.fromarray(skimage.data.chelsea())
+    late_exif = _move_after_pixels(_encode(photo, "PNG", exif=_exif(6)), b"eXIf")
+    kinds = [c[0] for c in _png_chunks(late_exif)]
+    assert kinds[-2:] == [b"eXIf", b"IEND"] and kinds.index(b"IDAT") < kinds.index(b"eXIf")
+    with Image.open(io.BytesIO(late_exif)) as opened:
+        assert "exif" not in opened.info  # not known from the header
+    assert image_size(late_exif) == load_image(late_exif).size == (300, 451)
+    from PIL import PngImagePlugin
+
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                 '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="8"/></rdf:RDF></x:xmpmeta>')  # fmt: skip
+    late_xmp = _move_after_pixels(_encode(photo, "PNG", pnginfo=xmp), b"iTXt")
+    assert image_size(late_xmp) == load_image(late_xmp).size == (300, 451)
+    apng = _encode(photo, "PNG", save_all=True, append_images=[photo], exif=_exif(6))
+    assert image_size(apng) == load_image(apng).size == (300, 451)
+
+
+def test_image_size_reads_the_header_only():
+    # No pixel data at all: decoding fails; the size comes from IHDR alone.
+    assert image_size(_png_header_only(12000, 8000)) == (12000, 8000)
+    with pytest.raises(ImageLoadError, match="could not decode image data"):
+        load_image(_png_header_only(120, 80))
+
+
+def test_image_size_errors_are_load_images(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    ico = _encode(Image.new("RGB", (16, 16)), "ICO")  # a format outside the allowlist
+    big = _encode(Image.new("RGB", (20, 10)), "PNG")
+    cases = [(empty, {}), (text, {}), (ico, {}), (big, {"max_pixels": 199}), (_png_header_only(20000, 10000), {"max_pixels": None}), (tmp_path / "nope.png", {}), (tmp_path, {})]
+    for source, kwargs in cases:
+        with pytest.raises(ImageLoadError) as from_header:
+            image_size(source, **kwargs)
+        with pytest.raises(ImageLoadError) as from_pixels:
+            load_image(source, **kwargs)
+        assert (from_header.value.path, from_header.value.reason, from_header.value.kind) == (from_pixels.value.path, from_pixels.value.reason, from_pixels.value.kind)
+    assert image_size(big, max_pixels=200) == (20, 10)
+    with pytest.raises(TypeError, match="image_size expects a path, bytes or a binary file object, got int"):
+        image_size(3)
+    with pytest.raises(ValueError, match="max_pixels must be a positive int or None"):
+        image_size(big, max_pixels=0)
+
+
+def test_check_size_gets_the_oriented_header_size_before_decoding():
+    from seglens.inference import ImageShapeError
+
+    calls = []
+
+    def refuse(width, height):
+        calls.append((width, height))
+        raise ImageShapeError((width, height), f"image is {width}x{height}: too elongated", "use --tile 512 or crop it")
+
+    header = _png_header_only(30000, 20)  # no pixel data: decoding it fails
+    with pytest.raises(ImageLoadError) as info:
+        load_image(header, check_size=refuse)
+    assert calls == [(30000, 20)]
+    assert (info.value.kind, info.value.reason) == ("bad_shape", "image is 30000x20: too elongated; use --tile 512 or crop it")
+    assert str(info.value) == "<bytes>: image is 30000x20: too elongated; use --tile 512 or crop it"
+    assert isinstance(info.value.__cause__, ImageShapeError) and info.value.__cause__.cli_hint == "use --tile 512 or crop it"
+    # a check that passes: then the pixels are decoded (and here found missing)
+    with pytest.raises(ImageLoadError, match="could not decode image data"):
+        load_image(header, check_size=lambda w, h: None)
+    # the size after EXIF orientation, as load_image returns the image
+    turned = _encode(Image.new("RGB", (40, 10)), "JPEG", exif=_exif(6))
+    seen = []
+    assert load_image(turned, check_size=lambda w, h: seen.append((w, h))).size == (10, 40)
+    assert seen == [(10, 40)]
+    # the pixel limit comes first; any ValueError is a bad shape; other errors are not the file's
+    with pytest.raises(ImageLoadError) as info:
+        load_image(header, max_pixels=1000, check_size=refuse)
+    assert info.value.kind == "too_large" and calls == [(30000, 20)]
+    with pytest.raises(ImageLoadError, match=r"^<bytes>: odd$") as info:
+        load_image(turned, check_size=lambda w, h: (_ for _ in ()).throw(ValueError("odd")))
+    assert info.value.kind == "bad_shape"
+    with pytest.raises(ZeroDivisionError):
+        load_image(turned, check_size=lambda w, h: 1 / 0)
+
+
+def test_load_image_without_check_size_leaves_pngs_alone(monkeypatch):
+    # The chunk walk is for check_size and image_size only; plain load_image does not read twice.
+    from seglens import io as seglens_io
+
+    monkeypatch.setattr(seglens_io, "_png_info", lambda fp: pytest.fail("metadata walked without check_size"))
+    assert load_image(_encode(Image.new("RGB", (4, 3)), "PNG", exif=_exif(6))).size == (3, 4)
 
 
 # ---------------------------------------------------------------- find_images
@@ -810,6 +954,17 @@ def test_fetch_and_load_url_match_the_file(web, http_server, jpeg_bytes, tmp_pat
     # spaces and non-ASCII are percent-encoded like a browser would; the fragment is not sent
     fetch_url(f"{web}/astronaut.jpg?q=a b é#top")
     assert http_server.requests[-1] == ("/astronaut.jpg?q=a%20b%20%C3%A9", f"seglens/{__version__}")
+
+
+def test_image_size_and_check_size_of_a_url(web):
+    assert image_size(f"{web}/astronaut.jpg") == (512, 512)
+
+    def refuse(width, height):
+        raise ValueError(f"image is {width}x{height}: no")
+
+    with pytest.raises(ImageLoadError) as info:
+        load_image(f"{web}/astronaut.jpg", check_size=refuse)
+    assert (info.value.path, info.value.reason, info.value.kind) == (f"{web}/astronaut.jpg", "image is 512x512: no", "bad_shape")
 
 
 def test_load_url_follows_redirects(web, jpeg_bytes):

@@ -49,9 +49,14 @@ def image_png() -> bytes:
     return encode(photo("astronaut").resize((200, 150)))
 
 
+def local_client(app) -> TestClient:
+    """A TestClient that calls the app as http://127.0.0.1 (an allowed Host, like a local server)."""
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
 @pytest.fixture
 def client(seg):
-    with TestClient(create_app({MODEL: seg})) as c:
+    with local_client(create_app({MODEL: seg})) as c:
         yield c
 
 
@@ -83,6 +88,7 @@ def png_claiming(width: int, height: int) -> bytes:
 def assert_error(response, status: int, *words: str) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
+    assert response.headers.get("x-content-type-options") == "nosniff"
     body = response.json()
     assert set(body) == {"error", "detail"}
     for word in words:
@@ -97,11 +103,12 @@ def test_healthz_and_readyz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "models": [MODEL], "in_flight": 0, "capacity": 5}  # 1 worker + 4 queued
+    # 1 worker + 4 queued; the pixel budget defaults to --max-pixels
+    assert ready.json() == {"ready": True, "models": [MODEL], "in_flight": 0, "capacity": 5, "pixels_in_flight": 0, "max_queued_pixels": 50_000_000}
 
 
 def test_not_ready_before_startup(seg, image_png):
-    client = TestClient(create_app({MODEL: seg}))  # no `with`: the lifespan (pool, warm-up) never ran
+    client = local_client(create_app({MODEL: seg}))  # no `with`: the lifespan (pool, warm-up) never ran
     body = client.get("/readyz")
     assert body.status_code == 503 and body.json()["ready"] is False
     assert "starting up" in body.json()["error"]
@@ -113,7 +120,7 @@ def test_not_ready_before_startup(seg, image_png):
 
 def test_models_lists_served_models_with_published_metadata(seg):
     app = create_app({"fast": seg, MODEL: seg}, max_upload_mb=5, max_pixels=1000, workers=2, queue_size=3)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         body = client.get("/v1/models").json()
     assert body["default"] == "fast"
     assert [m["name"] for m in body["models"]] == ["fast", MODEL]
@@ -123,7 +130,10 @@ def test_models_lists_served_models_with_published_metadata(seg):
     assert (entry["miou"], entry["pixel_acc"], entry["gflops"], entry["num_params"]) == (info.miou, info.pixel_acc, info.gflops, info.num_params)
     assert entry["served_weights"] == seg.loaded.weights_tag and entry["meaningful"] is True
     assert entry["num_classes"] == 21 and entry["categories"][0] == "background" and entry["categories"][15] == "person"
-    assert body["limits"] == {"max_upload_bytes": 5 * 2**20, "max_pixels": 1000, "workers": 2, "queue_size": 3}
+    assert body["limits"] == {
+        "max_upload_bytes": 5 * 2**20, "max_pixels": 1000, "max_queued_pixels": 50_000_000, "workers": 2, "queue_size": 3,
+        "body_timeout_s": 20.0, "min_upload_rate": 500.0,
+    }
 
 
 def test_page_static_files_and_docs(client):
@@ -199,7 +209,7 @@ def test_segment_overlay_jpeg_uses_alpha(client, seg, image_png):
 
 
 def test_model_choice_and_unknown_model(seg, image_png):
-    with TestClient(create_app({"a": seg, "b": seg})) as client:
+    with local_client(create_app({"a": seg, "b": seg})) as client:
         assert post(client, image_png).json()["model"] == "a"  # the first is the default
         assert post(client, image_png, model="b").json()["model"] == "b"
         body = assert_error(post(client, image_png, model="deeplabv3_resnet50"), 404, "unknown model", "'deeplabv3_resnet50'", "a, b")
@@ -266,17 +276,18 @@ def test_unreadable_image_is_400(client, image_png, data, words):
 
 
 def test_pixel_limit_is_413(seg, image_png):
-    with TestClient(create_app({MODEL: seg}, max_pixels=200 * 150 - 1)) as client:
-        assert_error(post(client, image_png), 413, "image too large", "30000 pixels", "limit of 29999")
-    with TestClient(create_app({MODEL: seg}, max_pixels=200 * 150)) as client:
+    with local_client(create_app({MODEL: seg}, max_pixels=200 * 150 - 1)) as client:
+        body = assert_error(post(client, image_png), 413, "image too large", "200x150 is 30000 pixels", "limit of 29999", "send a downscaled copy")
+        assert "--" not in body["error"]  # the API's words, not the CLI's
+    with local_client(create_app({MODEL: seg}, max_pixels=200 * 150)) as client:
         assert post(client, image_png).status_code == 200
 
 
 def test_decompression_bombs_are_413(client, seg):
     # 10000 x 10000 in a 70-byte file: refused from the header, by the server's pixel limit...
-    assert_error(post(client, png_claiming(10_000, 10_000)), 413, "image too large", "above the limit of 50000000")
+    assert_error(post(client, png_claiming(10_000, 10_000)), 413, "image too large", "10000x10000", "limit of 50000000")
     # ...and by Pillow's own bomb guard when the server has no limit of its own.
-    with TestClient(create_app({MODEL: seg}, max_pixels=None)) as unlimited:
+    with local_client(create_app({MODEL: seg}, max_pixels=None)) as unlimited:
         assert_error(post(unlimited, png_claiming(20_000, 20_000)), 413, "image too large", "decompression bomb")
         assert unlimited.get("/healthz").status_code == 200
 
@@ -288,7 +299,7 @@ def _multipart(data: bytes, boundary: str = "seglens-test-boundary") -> tuple[by
 
 def test_upload_size_limit_is_413(seg, image_png):
     limit = 10 * 1024  # max_upload_mb below is 10 KiB
-    with TestClient(create_app({MODEL: seg}, max_upload_mb=limit / 2**20)) as client:
+    with local_client(create_app({MODEL: seg}, max_upload_mb=limit / 2**20)) as client:
         big = bytes(200 * 1024)
         # 1. Content-Length says too much: refused before the body is read.
         body = assert_error(post(client, big), 413, "upload too large", "0.00976562 MiB")
@@ -331,7 +342,7 @@ def test_full_queue_answers_503_at_once(seg, image_png, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(web_app, "run_job", blocked)
-    with TestClient(create_app({MODEL: seg}, workers=1, queue_size=1)) as client:
+    with local_client(create_app({MODEL: seg}, workers=1, queue_size=1)) as client:
         results: list = []
         threads = [threading.Thread(target=lambda: results.append(post(client, image_png))) for _ in range(2)]
         for t in threads:
@@ -345,9 +356,13 @@ def test_full_queue_answers_503_at_once(seg, image_png, monkeypatch):
         t0 = time.perf_counter()
         busy = post(client, image_png)
         assert time.perf_counter() - t0 < 1.0  # answered at once, not queued
-        body = assert_error(busy, 503, "server busy", "all 2 request slots")
-        assert busy.headers["retry-after"] == "1"
-        assert body["detail"] == {"in_flight": 2, "capacity": 2, "workers": 1, "queue_size": 1}
+        body = assert_error(busy, 503, "server busy", "2 of 2 request slots taken", "0.1 MP in progress")
+        wait = int(busy.headers["retry-after"])
+        assert body["detail"] == {
+            "in_flight": 2, "capacity": 2, "workers": 1, "queue_size": 1, "pixels_in_flight": 2 * 200 * 150,
+            "max_queued_pixels": 50_000_000, "retry_after_s": wait,
+        }
+        assert f"retry in {wait} s" in body["error"]
 
         release.set()
         for t in threads:
@@ -414,7 +429,7 @@ def test_hugging_face_model_is_served_with_its_own_names_and_palette(tmp_path_fa
     seg = Segmenter(f"hf:{_save(tmp_path_factory, 'served', *_segformer())}", device="cpu")
     buf = io.BytesIO()
     photo("chelsea").save(buf, format="PNG")
-    with TestClient(create_app({"tiny": seg})) as client:
+    with local_client(create_app({"tiny": seg})) as client:
         models = client.get("/v1/models").json()["models"]
         assert models[0]["categories"] == list(NAMES5)
         r = client.post("/v1/segment", files={"file": ("c.png", buf.getvalue(), "image/png")})
@@ -425,3 +440,185 @@ def test_hugging_face_model_is_served_with_its_own_names_and_palette(tmp_path_fa
     assert [c["color"] for c in body["classes"]] == [list(c.color) for c in expected.classes]
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
     np.testing.assert_array_equal(np.asarray(mask), expected.labels)
+
+
+# ---------------------------------------------------------------- hardening
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A real 1-bit PNG of width x height (a few KB even for 49 megapixels)."""
+    return encode(Image.new("1", (width, height)))
+
+
+def test_every_response_is_nosniff(client, image_png, monkeypatch):
+    answers = [
+        client.get("/"), client.get("/healthz"), client.get("/readyz"), client.get("/v1/models"), client.get("/openapi.json"),
+        client.get("/static/app.js"), client.get("/nope"), client.get("/v1/segment"),  # 404, 405
+        post(client, image_png), post(client, b"text", content_type="text/plain"), post(client, image_png, alpha="2"),
+        client.get("/", headers={"host": "evil.example"}),  # 400 from the host guard
+    ]
+    monkeypatch.setattr(web_app, "run_job", lambda *a, **k: 1 / 0)
+    answers.append(post(client, image_png))  # 500, answered outside the middleware stack
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 200, 200, 404, 405, 200, 415, 422, 400, 500]
+    assert all(r.headers.get("x-content-type-options") == "nosniff" for r in answers)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "ok"),
+    [
+        ("127.0.0.1", None, True),
+        ("127.0.0.1:8000", None, True),
+        ("localhost:8000", None, True),
+        ("[::1]:8000", None, True),
+        ("LOCALHOST", None, True),
+        ("evil.example", None, False),
+        ("evil.example:8000", None, False),
+        ("127.0.0.1.evil.example", None, False),
+        ("", None, False),
+        ("seg.example.com", ["seg.example.com"], True),
+        ("a.b.lan:80", ["*.lan"], True),
+        ("lan", ["*.lan"], False),
+        ("anything.at.all", ["*"], True),
+    ],
+)
+def test_host_header_allowlist(seg, image_png, host, allowed, ok):
+    kwargs = {} if allowed is None else {"allowed_hosts": allowed}
+    with local_client(create_app({MODEL: seg}, **kwargs)) as client:
+        r = client.get("/healthz", headers={"host": host})
+        if ok:
+            assert r.status_code == 200 and r.json() == {"status": "ok"}
+        else:
+            body = assert_error(r, 400, f"unknown Host {host!r}", "DNS rebinding", "--allowed-hosts")
+            assert body["detail"]["host"] == host
+            # The upload endpoint is guarded too, before its body is read.
+            assert_error(client.post("/v1/segment", headers={"host": host}), 400, "unknown Host")
+
+
+def test_bound_hosts_cover_the_listening_address():
+    assert web_app.bound_hosts("10.1.2.3") == ["10.1.2.3"]
+    assert web_app.bound_hosts("::1") == ["::1"]
+    every = web_app.bound_hosts("0.0.0.0")
+    assert {"127.0.0.1", "localhost", socket.gethostname().lower()} <= set(every)
+    with pytest.raises(ValueError, match="without scheme or port"):
+        web_app.normalize_hosts(["example.com:8000"])
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),  # curl, httpx, requests: no Origin
+        ({"origin": "http://127.0.0.1", "sec-fetch-site": "same-origin"}, 200),  # the server's own page
+        ({"sec-fetch-site": "none"}, 200),  # typed in the address bar
+        ({"origin": "http://evil.example", "sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "http://evil.example"}, 403),
+        ({"origin": "null"}, 403),  # sandboxed frames, file: pages
+        ({"sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "http://127.0.0.1:9999", "sec-fetch-site": "same-site"}, 403),  # another port is another origin
+    ],
+)
+def test_cross_site_uploads_are_refused(client, image_png, headers, status):
+    r = client.post("/v1/segment", files={"file": ("p.png", image_png, "image/png")}, headers=headers)
+    if status == 200:
+        assert r.status_code == 200, r.text
+    else:
+        body = assert_error(r, 403, "refused", "its own page", "--cors-origin")
+        assert body["detail"]["origin"] == headers.get("origin")
+
+
+def test_cors_origin_allows_another_site(seg, image_png):
+    with local_client(create_app({MODEL: seg}, cors_origins=["https://app.example"])) as client:
+        ok = client.post("/v1/segment", files={"file": ("p.png", image_png, "image/png")}, data={"format": "png"},
+                         headers={"origin": "https://app.example", "sec-fetch-site": "cross-site"})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
+        assert "server-timing" in ok.headers["access-control-expose-headers"].lower()
+        preflight = client.options("/v1/segment", headers={
+            "origin": "https://app.example", "access-control-request-method": "POST", "access-control-request-headers": "x-custom",
+        })
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.post("/v1/segment", files={"file": ("p.png", image_png, "image/png")}, headers={"origin": "https://evil.example"})
+        assert_error(other, 403, "https://evil.example")
+    with pytest.raises(ValueError, match="scheme://host"):
+        create_app({MODEL: seg}, cors_origins=["app.example"])
+
+
+def test_several_file_parts_are_400(client, image_png):
+    files = [("file", ("a.png", image_png, "image/png")), ("file", ("b.png", image_png, "image/png"))]
+    body = assert_error(client.post("/v1/segment", files=files), 400, "2 'file' parts", "one image per request")
+    assert body["detail"] == {"file_parts": 2}
+
+
+@pytest.mark.parametrize("field", ["model", "format", "alpha"])
+def test_empty_fields_are_422_not_the_default(client, image_png, field):
+    body = assert_error(post(client, image_png, **{field: ""}), 422, f"{field}: empty", "leave the field out")
+    assert body["detail"] == [{"field": field, "message": "empty"}]
+    twice = {"model": [MODEL, MODEL], "format": ["png", "json"], "alpha": ["0.1", "0.2"]}[field]
+    repeated = client.post("/v1/segment", files={"file": ("p.png", image_png, "image/png")}, data={field: twice})
+    assert_error(repeated, 400, f"2 '{field}' fields", "send it once")
+
+
+@pytest.mark.parametrize(("width", "height"), [(49_000_000, 1), (10_000_000, 5), (100_000, 490)])
+def test_extreme_shapes_are_refused_from_the_header(client, seg, width, height, monkeypatch):
+    data = bilevel_png(width, height)
+    decoded = []
+    monkeypatch.setattr(web_app, "run_job", lambda *a, **k: decoded.append(1))
+    body = assert_error(post(client, data), 422, "image shape not accepted", f"{width}x{height}", "send a crop or a downscaled copy")
+    assert "--tile" not in body["error"] and "\n" not in body["error"]  # the API's own words, one line
+    assert (body["detail"]["width"], body["detail"]["height"]) == (width, height)
+    assert decoded == []  # refused before any job: nothing was decoded
+
+
+def test_pixel_budget_admits_by_decoded_pixels(seg, image_png, monkeypatch):
+    """Budget 100,000 pixels: a 200x150 image (30,000) in progress leaves room for 70,000."""
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = web_app.run_job
+
+    def blocked(*args, **kwargs):
+        entered.release()
+        assert release.wait(30), "test did not release the worker"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(web_app, "run_job", blocked)
+    big = encode(photo("astronaut").resize((400, 300)))  # 120,000 pixels
+    small = encode(photo("astronaut").resize((100, 70)))  # 7,000 pixels
+    with local_client(create_app({MODEL: seg}, max_queued_pixels=100_000, queue_size=4)) as client:
+        first: list = []
+        t = threading.Thread(target=lambda: first.append(post(client, image_png)))
+        t.start()
+        assert entered.acquire(timeout=30)
+        busy = post(client, big)  # 30,000 + 120,000 > 100,000
+        body = assert_error(busy, 503, "server busy", "1 of 5 request slots taken", "0.0 MP in progress")
+        assert body["detail"]["pixels_in_flight"] == 30_000 and body["detail"]["max_queued_pixels"] == 100_000
+        queued: list = []
+        t2 = threading.Thread(target=lambda: queued.append(post(client, small)))  # 37,000 <= 100,000: admitted, queued
+        t2.start()
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["pixels_in_flight"] != 37_000:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        release.set()
+        t.join(60), t2.join(60)
+        assert [r.status_code for r in first + queued] == [200, 200]
+        assert post(client, big).status_code == 200  # alone, an image over the budget still goes through
+        assert client.get("/readyz").json()["pixels_in_flight"] == 0
+
+
+def test_retry_after_reflects_the_work_ahead():
+    from seglens.web._gate import Admission
+
+    adm = Admission(capacity=3, pixel_budget=None, workers=1)
+    adm.record(4096, 0.2)  # a tiny image: the fixed cost of a job
+    adm.record(1_000_000, 2.2)  # 1 MP: 2 s more, 2 microseconds a pixel
+    assert adm.estimate(0) == pytest.approx(0.2) and adm.estimate(49_000_000) == pytest.approx(98.2)
+    assert adm.retry_after() == 1  # nothing in progress
+    big = adm.try_admit(49_000_000)
+    assert adm.retry_after() == 99
+    small = adm.try_admit(10_000)
+    assert adm.retry_after() == 99  # 98.2 + 0.22 = 98.42 -> 99
+    assert adm.try_admit(10_000) is not None and adm.try_admit(10_000) is None  # 3 slots
+    big.drop()
+    assert adm.retry_after() == 1 and adm.in_flight == 2
+    two = Admission(capacity=3, pixel_budget=None, workers=2)
+    two.record(4096, 0.2), two.record(1_000_000, 2.2)
+    two.try_admit(49_000_000)
+    assert two.retry_after() == 50  # two workers share the work ahead
+    small.drop()

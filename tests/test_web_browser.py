@@ -4,7 +4,7 @@ Playwright, against a live uvicorn server on 127.0.0.1.
 Skipped with a reason when Chromium or Playwright is missing, except under CI (env ``CI``
 set), where a missing browser is a failure. Screenshots go to ``$SEGLENS_TEST_ARTIFACTS``
 (default: the test's tmp_path): ``serve.png`` (the page after segmenting the astronaut; the
-README's docs/serve.png) and ``serve_error.png``.
+README's docs/serve.png), ``serve_error.png`` and ``docs.png`` (Swagger UI on /docs).
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ MODEL = "lraspp_mobilenet_v3_large"
 TIMEOUT_MS = 60_000
 
 
-def _require_browser() -> None:
-    """Skip when the browser stack is missing; under CI, fail instead (a skip would hide it)."""
+def _require_browser(*extra: tuple[str, str]) -> None:
+    """Skip when the browser stack is missing; under CI, fail instead (a skip would hide it).
+
+    ``extra``: more (module, pip package) pairs the test needs.
+    """
     missing = []
     if not os.path.exists(CHROMIUM):
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    for module, package in (("playwright.sync_api", "playwright"), ("uvicorn", "uvicorn"), ("fastapi", "fastapi"), ("httpx", "httpx")):
+    for module, package in (("playwright.sync_api", "playwright"), ("uvicorn", "uvicorn"), ("fastapi", "fastapi"), ("httpx", "httpx"), *extra):
         try:
             __import__(module)
         except ImportError:
@@ -193,3 +196,71 @@ def _b64(text: str) -> bytes:
     import base64
 
     return base64.b64decode(text)
+
+
+# Records CSP violations in the page, from before its first script runs.
+_CSP_LISTENER = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(
+  `${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'} at ${e.sourceFile}:${e.lineNumber} ${e.sample}`), true);
+"""
+
+
+def test_docs_page_renders_offline_under_its_csp(tmp_path, artifacts):
+    """/docs: Swagger UI from this server renders the API and runs "Try it out" (an image
+    answer, shown as a blob: image) with no console error, no CSP violation, and no request
+    leaving 127.0.0.1."""
+    _require_browser(("fastapi_offline", "fastapi-offline"), ("python_multipart", "python-multipart"))
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_web_docs import make_app  # seglens-shaped routes plus install_docs
+
+    image_path = tmp_path / "chelsea.png"
+    photo("chelsea").save(image_path)  # 451 x 300
+
+    with live_server(make_app()) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.add_init_script(_CSP_LISTENER)
+            problems: list[str] = []
+            offsite: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: m.type in ("error", "warning") and problems.append(f"console {m.type}: {m.text}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.on("request", lambda r: r.url.startswith((url + "/", f"blob:{url}/")) or offsite.append(r.url))
+
+            response = page.goto(url + "/docs")
+            assert response.status == 200 and "script-src 'self'" in response.headers["content-security-policy"]
+
+            # Swagger UI rendered the API from /openapi.json: title, version, each operation.
+            page.wait_for_selector(".swagger-ui .info h1.title")
+            assert page.inner_text(".info h1.title").startswith("seglens <docs> test")
+            assert "1.2.3" in page.inner_text(".info .version")
+            for path in ("/healthz", "/v1/thumbnail"):
+                assert page.is_visible(f'.opblock-summary-path[data-path="{path}"]'), path
+            # swagger-ui.css applies (a coloured method badge, not the browser's defaults).
+            badge = page.eval_on_selector(".opblock-get .opblock-summary-method", "e => getComputedStyle(e).backgroundColor")
+            assert badge not in ("rgba(0, 0, 0, 0)", "transparent"), badge
+
+            # "Try it out": upload, ask for a PNG; Swagger UI shows it as an <img> of a blob: URL.
+            operation = "#operations-default-thumbnail_v1_thumbnail_post"
+            page.click(f"{operation} .opblock-summary-control")
+            page.click(f"{operation} button.try-out__btn")
+            page.set_input_files(f"{operation} input[type=file]", str(image_path))
+            page.select_option(f'{operation} tr[data-property-name="format"] select', "png")
+            page.click(f"{operation} button.execute")
+            page.wait_for_selector(f"{operation} .live-responses-table tr.response .response-col_status")
+            assert page.inner_text(f"{operation} .live-responses-table tr.response .response-col_status").strip().startswith("200")
+            image = f"{operation} .live-responses-table img"
+            page.wait_for_function("sel => { const i = document.querySelector(sel); return i && i.complete; }", arg=image)
+            src, size = page.eval_on_selector(image, "i => [i.src, [i.naturalWidth, i.naturalHeight]]")
+            page.screenshot(path=str(artifacts / "docs.png"))
+            violations = page.evaluate("() => window.__cspViolations")
+        finally:
+            browser.close()
+    assert violations == [], violations  # first: a blocked image shows up here, not as a size
+    assert src.startswith(f"blob:{url}/") and size == [48, 32], (src, size)
+    assert problems == [], problems
+    assert offsite == [], offsite

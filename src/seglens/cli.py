@@ -96,6 +96,13 @@ def _positive_float(value: str) -> float:
     return a
 
 
+def _non_negative_float(value: str) -> float:
+    a = _number(value)
+    if not a >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a number >= 0")
+    return a
+
+
 def _tile(value: str) -> int:
     n = _number(value, int)
     if n < 32:
@@ -212,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_SERVE_MAX_PIXELS, help="largest image accepted (default: %(default)s)")
     srv.add_argument("--workers", type=_positive_int, default=1, help="inference threads (default: 1)")
     srv.add_argument("--queue-size", type=int, default=4, help="requests waiting for a worker; more get 503 + Retry-After (default: 4)")
+    srv.add_argument("--max-queued-pixels", type=_positive_int, metavar="N", help="most decoded pixels in progress (running + queued); more get 503 + Retry-After (default: --max-pixels)")
+    srv.add_argument("--header-timeout", type=_positive_float, default=10.0, metavar="S", help="seconds a request's headers may take; slower connections are closed (default: %(default)s)")
+    srv.add_argument("--body-timeout", type=_positive_float, default=20.0, metavar="S", help="seconds an upload may take, plus 1 s per --min-upload-rate bytes received (default: %(default)s)")
+    srv.add_argument("--min-upload-rate", type=_non_negative_float, default=500.0, metavar="BYTES_PER_S", help="upload speed that extends --body-timeout; slower uploads get 408 (default: %(default)s)")
+    srv.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES", help="comma-separated Host names to answer besides the bound address and localhost, e.g. seg.example.com or '*.example.com'; '*' for any (repeatable)")
+    srv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="another site allowed to call the API from a browser, e.g. https://app.example; '*' for any (repeatable)")
     srv.add_argument("--seed", type=int, default=0, help="seed for --weights random")
 
     models = sub.add_parser("models", parents=[common], help="list the available models and their published scores")
@@ -460,7 +473,8 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
     pending: deque = deque()
     interrupted = False
     try:
-        load = lambda item: load_image(item[1].path, max_pixels=args.max_pixels, url_timeout=args.url_timeout, url_max_bytes=round(args.url_max_mb * 2**20))  # noqa: E731
+        # check_size: shapes the model cannot take are refused from the header, before decoding
+        load = lambda item: load_image(item[1].path, max_pixels=args.max_pixels, url_timeout=args.url_timeout, url_max_bytes=round(args.url_max_mb * 2**20), check_size=seg.check_size)  # noqa: E731
         for (i, img, paths), result in seg.stream(todo, load, workers=args.workers):
             if isinstance(result, Exception):
                 if args.debug and not isinstance(result, (ImageLoadError, ValueError)):
@@ -603,6 +617,7 @@ def _cmd_export(args: argparse.Namespace, err) -> int:
 def _cmd_serve(args: argparse.Namespace, err) -> int:
     try:
         from .web import create_app, serve
+        from .web.app import LOOPBACK_HOSTS
     except ModuleNotFoundError as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START
@@ -614,7 +629,12 @@ def _cmd_serve(args: argparse.Namespace, err) -> int:
         return EXIT_CANNOT_START
     try:
         segs = {n: Segmenter(n, weights=args.weights, device=args.device, max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed) for n in names}
-        app = create_app(segs, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, workers=args.workers, queue_size=args.queue_size)
+        hosts = [*LOOPBACK_HOSTS, *(h for value in args.allowed_hosts for h in value.split(",") if h.strip())]
+        app = create_app(
+            segs, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, workers=args.workers, queue_size=args.queue_size,
+            max_queued_pixels=args.max_queued_pixels or args.max_pixels, body_timeout=args.body_timeout,
+            min_upload_rate=args.min_upload_rate, allowed_hosts=hosts, cors_origins=args.cors_origin,
+        )
     except (WeightsError, ValueError) as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START
@@ -623,7 +643,7 @@ def _cmd_serve(args: argparse.Namespace, err) -> int:
             err(f"warning: {s.loaded.name}: {s.loaded.weights_tag}")
     err(f"serving {', '.join(segs)} on http://{args.host}:{args.port}/ (API: /v1/segment, /docs); Ctrl-C stops")
     try:
-        serve(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+        serve(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info", header_timeout=args.header_timeout)
     except OSError as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START

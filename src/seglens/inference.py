@@ -5,6 +5,7 @@ No printing and no files written here; the CLI and the web server build on this.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import defaultdict, deque
@@ -23,15 +24,24 @@ from .io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from .models import DEFAULT_MODEL, LoadedModel, is_hf_model, load_model
 from .visualize import ClassStat, background_index, class_stats, colorize, figure, overlay, voc_palette
 
-__all__ = ["SegmentationResult", "Segmenter", "resolve_device", "upsample_argmax"]
+__all__ = ["ImageShapeError", "SegmentationResult", "Segmenter", "resolve_device", "upsample_argmax"]
 
 T = TypeVar("T")
 
 # Upsampled logits are C x H x W float32: 21 classes at 100 MP would be 8.4 GB. Above this many
 # bytes, classes are upsampled a few at a time with a running max (same labels, bounded memory).
 _UPSAMPLE_BUDGET_BYTES = 1024 * 2**20
-# A 1000:1 panorama resized to a 520-pixel short side would be a 520 000-pixel-long tensor.
+# The most pixels the network takes in one pass, and the most pixels of blended logits the tiled
+# path holds (one row of windows across the image): logits are classes x pixels float32, 1.45 GB
+# for 21 classes. A 64:1 panorama resized to torchvision's 520-pixel short side, 33280x520, is
+# exactly this; a 1000:1 one would be a 520 000-pixel-long tensor.
 _MAX_MODEL_PIXELS = 520 * 520 * 64
+# Hugging Face networks fed the image itself (scale and tile modes) need this many pixels per
+# side. Measured (transformers 5.24, eval mode): SegFormer-B0 fails below 29, UperNet-ConvNeXt and
+# BEiT below 32; MobileViT and Mask2Former-Swin run at 1. torchvision's fcn, deeplabv3 and lraspp
+# run on inputs down to 1x1 (and 1x512, 512x1, both memory layouts), so they get no minimum.
+_MIN_HF_SIDE = 32
+_HINT_TILE = 512  # the window size the hints suggest (README: --tile 512)
 _AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # torch backend precisions
 
 
@@ -148,6 +158,110 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> torch.Tensor:
     return w
 
 
+class ImageShapeError(ValueError):
+    """An image this Segmenter cannot process because of its shape, known from its size alone
+    (:meth:`Segmenter.check_size`): too elongated for the model's resize, too many pixels for one
+    pass or for one row of windows, or too small for the network.
+
+    Attributes:
+        size: the image's ``(width, height)``.
+        reason: one line: what the image is and which limit it breaks; names no command-line
+            flag (the web API shows it as is).
+        cli_hint: one line: how to get past it with ``seglens segment``'s flags.
+
+    ``str(e)`` is ``f"{reason}; {cli_hint}"``.
+    """
+
+    def __init__(self, size: tuple[int, int], reason: str, cli_hint: str) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.reason, self.cli_hint = reason, cli_hint
+        super().__init__(f"{reason}; {cli_hint}")
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.size, self.reason, self.cli_hint))
+
+
+def _short_side_resize(width: int, height: int, short: int) -> tuple[int, int]:
+    """(width, height) after resizing the short side to ``short``: torchvision's
+    ``_compute_resized_output_size`` (``F.resize(img, [short])``), which transformers copies."""
+    lo, hi = min(width, height), max(width, height)
+    long = int(short * hi / lo)
+    return (short, long) if width <= height else (long, short)
+
+
+def _processor_arrays(processor, width: int, height: int) -> list[tuple[int, int]] | None:
+    """(width, height) of each array a Hugging Face image processor (transformers 5) makes from
+    a ``width`` x ``height`` image, in order, the network input last; None for a resize rule
+    not known here.
+
+    As transformers computes them: ``size`` {height, width}: that size (DPT: scaled as little as
+    possible with ``keep_aspect_ratio``, sides rounded to multiples of ``ensure_multiple_of``);
+    {shortest_edge}: torchvision's rule; {shortest_edge, longest_edge}: ``get_size_with_aspect_ratio``
+    (MaskFormer / Mask2Former then round sides up to multiples of ``size_divisor``);
+    {max_height, max_width}: fitted inside. Then the centre crop to ``crop_size`` (padding what is
+    smaller) and DPT's padding to multiples of ``size_divisor``. A resize is separable, width
+    first (torch's antialiased resize and Pillow's alike), so it also makes an array of the new
+    width and the old height.
+    """
+    steps: list[tuple[int, int]] = []
+    w, h = width, height
+    if getattr(processor, "do_resize", False):
+        size = processor.size
+
+        def get(key: str):
+            return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+        multiple = getattr(processor, "ensure_multiple_of", None)  # DPT's processors only
+        if multiple is not None and get("height") and get("width"):
+            sh, sw = get("height") / h, get("width") / w
+            if getattr(processor, "keep_aspect_ratio", False):
+                if abs(1 - sw) < abs(1 - sh):
+                    sh = sw
+                else:
+                    sw = sh
+            nh, nw = round(sh * h / multiple) * multiple, round(sw * w / multiple) * multiple
+        elif get("shortest_edge") and get("longest_edge"):
+            nh, nw = _size_with_aspect_ratio(h, w, get("shortest_edge"), get("longest_edge"))
+            divisor = getattr(processor, "size_divisor", None)
+            if divisor and type(processor).__name__.startswith(("MaskFormer", "Mask2Former")):
+                nh, nw = math.ceil(nh / divisor) * divisor, math.ceil(nw / divisor) * divisor
+        elif get("shortest_edge"):
+            nw, nh = _short_side_resize(w, h, get("shortest_edge"))
+        elif get("max_height") and get("max_width"):
+            scale = min(get("max_height") / h, get("max_width") / w)
+            nh, nw = int(h * scale), int(w * scale)
+        elif get("height") and get("width"):
+            nh, nw = get("height"), get("width")
+        else:
+            return None
+        steps += [(nw, h), (nw, nh)]
+        w, h = nw, nh
+    crop = getattr(processor, "crop_size", None)
+    if getattr(processor, "do_center_crop", False) and crop is not None:
+        w, h = (crop.get("width"), crop.get("height")) if isinstance(crop, dict) else (crop.width, crop.height)
+        steps.append((w, h))
+    divisor = getattr(processor, "size_divisor", None)
+    if getattr(processor, "ensure_multiple_of", None) is not None and getattr(processor, "do_pad", False) and divisor:
+        w, h = math.ceil(w / divisor) * divisor, math.ceil(h / divisor) * divisor
+        steps.append((w, h))
+    return steps or [(width, height)]
+
+
+def _size_with_aspect_ratio(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    """transformers' ``get_size_with_aspect_ratio``: (height, width) with the short side ``size``,
+    unless the long side would pass ``max_size``, then the long side ``max_size``."""
+    raw = None
+    lo, hi = float(min(height, width)), float(max(height, width))
+    if hi / lo * size > max_size:
+        raw = max_size * lo / hi
+        size = int(round(raw))
+    if (height <= width and height == size) or (width <= height and width == size):
+        return height, width
+    if width < height:
+        return (int(raw * height / width) if raw is not None else int(size * height / width)), size
+    return size, (int(raw * width / height) if raw is not None else int(size * width / height))
+
+
 class _Done:
     """A finished 'future' for reading in the caller's thread (workers=0)."""
 
@@ -218,7 +332,8 @@ class Segmenter:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         batch_size: images per forward pass; only images whose preprocessed sizes are equal
             share a batch (padding would change the labels near the borders).
-        max_pixels: largest image accepted when reading paths.
+        max_pixels: largest image accepted when reading paths (shapes the model cannot take
+            are refused from the header too: :meth:`check_size`).
         progress: show the weights download progress bar.
         seed: seed of the random init for ``weights="random"``.
         backend: ``"torch"``, or ``"onnxruntime"`` / ``"openvino"`` (exported once, cached).
@@ -233,7 +348,9 @@ class Segmenter:
             resized by that factor (1.0: full resolution), labels still at the input's size.
         tile: run the network window by window, ``tile`` x ``tile`` pixels of the (scaled) image,
             blending overlapping logits with weights that fall off toward window edges; memory
-            is bounded by one row of windows. Implies ``scale=1.0`` unless a scale is given.
+            is bounded by one row of windows (images whose row of windows would hold more than
+            ``_MAX_MODEL_PIXELS`` pixels are refused, see :meth:`check_size`). Implies
+            ``scale=1.0`` unless a scale is given.
         overlap: fraction of a window shared with its neighbour, 0 <= overlap < 1.
         confidence: also compute each pixel's max-softmax probability (results' ``confidence``).
         window_progress: called as ``window_progress(done, total)`` after each batch of windows
@@ -323,6 +440,102 @@ class Segmenter:
         with torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]):
             return self.model(x)["out"].float()
 
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse, from its size alone, an image this Segmenter cannot process.
+
+        Nothing is decoded or resized: :func:`seglens.io.load_image` calls this with the size
+        from the file's header (``check_size=``), :meth:`preprocess` before any resizing. The
+        limit is ``_MAX_MODEL_PIXELS`` (520 x 520 x 64 = 17 305 600 pixels) on what one pass
+        holds, checked for the mode in use:
+
+        - default (``scale=None``): the network input as the weights' preprocessing makes it,
+          computed: torchvision resizes the short side to 520 (so at most 64:1 passes);
+          a Hugging Face image processor as :func:`_processor_arrays` computes it (no side may
+          come out 0, which crashes the processor, and no array of the resize may exceed the
+          larger of the limit and the image itself);
+        - ``scale``: the scaled image, ``max(1, round(side * scale))`` per side;
+        - ``tile``: one row of windows across the scaled image, ``min(tile, height) x width``
+          pixels, whose blended logits the tiled path holds at once;
+        - Hugging Face networks with ``scale`` or ``tile``: at least 32 pixels per scaled side.
+
+        The pixel count of the input itself is :func:`seglens.io.load_image`'s ``max_pixels``.
+
+        Raises:
+            ImageShapeError: with a one-line ``reason`` and a ``cli_hint`` that works.
+        """
+        w, h = int(width), int(height)
+        if w < 1 or h < 1:
+            raise ImageShapeError((w, h), f"image is {w}x{h}: it has no pixels", "give an image with pixels")
+        limit = _MAX_MODEL_PIXELS
+        if self.scale is None:
+            self._check_default_size(w, h)
+            return
+        sw, sh = max(1, round(w * self.scale)), max(1, round(h * self.scale))
+        at = "" if self.scale == 1 else f" (at scale {self.scale:g}, {sw}x{sh})"
+        hf = is_hf_model(self.loaded.name)
+        if hf and min(sw, sh) < _MIN_HF_SIDE:
+            reason = f"image is {w}x{h}{at}: under the {_MIN_HF_SIDE} pixels per side this model's network needs"
+            raise ImageShapeError((w, h), reason, "use a larger --scale, or neither --scale nor --tile (the model's own resize)")
+        if self.tile is None:
+            if sw * sh > limit:
+                reason = f"image is {w}x{h}{at}: {sw * sh} pixels, above the limit of {limit} pixels for one pass"
+                tile = self._fitting_tile(sw, sh)
+                hint = f"add --tile {tile} (in windows) or use a smaller --scale" if tile else "use a smaller --scale or crop it"
+                raise ImageShapeError((w, h), reason, hint)
+            return
+        band = min(self.tile, sh) * sw
+        if band > limit:
+            reason = (f"image is {w}x{h}{at}: one row of {self.tile}-pixel windows across it holds {min(self.tile, sh)}x{sw} = {band} "
+                      f"pixels of logits, above the limit of {limit}")
+            tile = limit // sw
+            hint = f"use --tile {tile} or smaller, or crop it" if tile >= 32 else "crop it or use a smaller --scale (no --tile size helps an image this thin)"
+            raise ImageShapeError((w, h), reason, hint)
+
+    def _check_default_size(self, w: int, h: int) -> None:
+        """check_size for the weights' own preprocessing (``scale=None``)."""
+        limit = _MAX_MODEL_PIXELS
+        tile = self._fitting_tile(w, h)
+        hint = f"use --tile {tile} (full resolution, in windows) or crop it" if tile else "crop it (it is too thin for --tile too)"
+        tf = self.loaded.transforms
+        if hasattr(tf, "resize_size"):  # torchvision's SemanticSegmentation preset
+            if tf.resize_size is None:  # no resize: the network takes the image as it is
+                if w * h > limit:
+                    raise ImageShapeError((w, h), f"image is {w}x{h}: {w * h} pixels, above the limit of {limit} pixels for one pass", hint)
+                return
+            short = tf.resize_size[0]
+            nw, nh = _short_side_resize(w, h, short)
+            if nw * nh > limit:
+                reason = (f"image is {w}x{h}: the model's resize to a {short}-pixel short side makes it {nw}x{nh}, above the "
+                          f"limit of {limit} pixels for one pass (aspect ratio at most {limit / short / short:g}:1)")
+                raise ImageShapeError((w, h), reason, hint)
+            return
+        processor = getattr(tf, "processor", None)  # a Hugging Face image processor (seglens.hf)
+        arrays = _processor_arrays(processor, w, h) if processor is not None else None
+        for i, (aw, ah) in enumerate(arrays or ()):
+            last = i == len(arrays) - 1
+            # The network input is held to the limit; the processor's arrays on the way may be as
+            # large as the image itself (that is max_pixels' business), not larger.
+            cap = limit if last else max(limit, w * h)
+            if aw < 1 or ah < 1:
+                what = "with no pixels on one side"
+            elif aw * ah > cap:
+                what = f"{aw * ah} pixels, above the limit of {limit}" + ("" if cap == limit else f" and the image's own {w * h}")
+            else:
+                continue
+            made = f"make a {aw}x{ah} network input of it" if last else f"pass it through a {aw}x{ah} array"
+            raise ImageShapeError((w, h), f"image is {w}x{h}: the model's image processor would {made}, {what}", hint)
+        # arrays is None: a preprocessing whose sizes are not known here; preprocess checks its output
+
+    def _fitting_tile(self, sw: int, sh: int) -> int | None:
+        """The window size a hint can suggest for a tiled run over a ``sw`` x ``sh`` (scaled)
+        image: 512, or the largest smaller one whose row of windows fits; None if none >= 32 does."""
+        if is_hf_model(self.loaded.name) and min(sw, sh) < _MIN_HF_SIDE:
+            return None
+        if min(_HINT_TILE, sh) * sw <= _MAX_MODEL_PIXELS:
+            return _HINT_TILE
+        tile = _MAX_MODEL_PIXELS // sw
+        return tile if tile >= 32 else None
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The network's input for one RGB image.
 
@@ -330,16 +543,19 @@ class Segmenter:
         With ``scale``: the image resized by that factor (PIL bilinear, as torchvision's
         transforms resize), then scaled to 0..1 and normalised with the weights' mean and std.
         With ``tile``: (3, h, w) uint8 of the scaled image; windows are normalised one by one.
+
+        Raises:
+            ImageShapeError: from :meth:`check_size`, before any resizing.
         """
         w, h = image.size
+        self.check_size(w, h)
         if self.scale is None:
             tensor = self.loaded.transforms(image)
-            if tensor.shape[-2] * tensor.shape[-1] > _MAX_MODEL_PIXELS:
-                raise ValueError(f"aspect ratio {w}x{h} is too extreme for the model's 520-pixel short side; use --tile 512 (full resolution, in windows) or crop it")
+            if tensor.shape[-2] * tensor.shape[-1] > _MAX_MODEL_PIXELS:  # a preprocessing check_size cannot compute
+                reason = f"image is {w}x{h}: the model's preprocessing made {tensor.shape[-1]}x{tensor.shape[-2]} of it, above the limit of {_MAX_MODEL_PIXELS} pixels for one pass"
+                raise ImageShapeError((w, h), reason, "use --tile 512 (full resolution, in windows) or crop it")
             return tensor
         size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
-        if self.tile is None and size[0] * size[1] > _MAX_MODEL_PIXELS:
-            raise ValueError(f"{w}x{h} at scale {self.scale:g} is {size[0]}x{size[1]}, too large for one pass; add --tile 512 (or use a smaller --scale)")
         scaled = image if size == (w, h) else image.resize(size, Image.Resampling.BILINEAR)
         pixels = TF.pil_to_tensor(scaled)
         return pixels if self.tile is not None else self._normalize(pixels)
@@ -469,7 +685,8 @@ class Segmenter:
 
         Args:
             sources: paths (or anything ``load`` accepts).
-            load: source -> RGB PIL image; default :func:`seglens.io.load_image` with ``max_pixels``.
+            load: source -> RGB PIL image; default :func:`seglens.io.load_image` with ``max_pixels``
+                and ``check_size=self.check_size`` (shapes refused from the header, undecoded).
             workers: reading threads; 0 reads in this thread.
             prefetch: most inputs read ahead of the model (bounds memory).
 
@@ -477,7 +694,7 @@ class Segmenter:
             ``(source, result)`` in input order, or ``(source, exception)`` for an input that
             could not be read or preprocessed (the others go on).
         """
-        load = load or (lambda src: load_image(src, max_pixels=self.max_pixels))
+        load = load or (lambda src: load_image(src, max_pixels=self.max_pixels, check_size=self.check_size))
 
         def prepare(src):
             try:
@@ -522,7 +739,7 @@ class Segmenter:
                 raise TypeError(f"arrays must be (H, W) or (H, W, 3) uint8, got {item.shape} {item.dtype}")
             return to_rgb(Image.fromarray(item))
         if isinstance(item, (str, os.PathLike, bytes)):
-            return load_image(item, max_pixels=self.max_pixels)
+            return load_image(item, max_pixels=self.max_pixels, check_size=self.check_size)
         raise TypeError(f"cannot segment a {type(item).__name__}; pass a PIL image, a uint8 array or a path")
 
     def __call__(self, images):

@@ -2,10 +2,12 @@
 
 Every input goes through :func:`load_image`, which opens only a short list of common formats
 (``ALLOWED_FORMATS``), refuses images above a pixel limit before decoding them, treats truncated
-files as errors and always returns a fully loaded mode-"RGB" image. Truncation is detected with
-Pillow's default ``ImageFile.LOAD_TRUNCATED_IMAGES = False``; if the host program sets it to
-True, Pillow silently pads truncated files and we cannot tell. Outputs are written through
-:func:`atomic_open`, so an interrupted run never leaves a half-written file behind.
+files as errors and always returns a fully loaded mode-"RGB" image (:func:`image_size` gives
+its size from the header alone; ``check_size=`` lets a caller refuse shapes before decoding).
+Truncation is detected with Pillow's default ``ImageFile.LOAD_TRUNCATED_IMAGES = False``; if the
+host program sets it to True, Pillow silently pads truncated files and we cannot tell. Outputs
+are written through :func:`atomic_open`, so an interrupted run never leaves a half-written file
+behind.
 
 Inputs may also be http(s) URLs (:func:`is_url`): :func:`fetch_url` downloads them with a size
 cap (``DEFAULT_URL_MAX_BYTES``) and a timeout that bounds each socket operation and the whole
@@ -35,20 +37,20 @@ import urllib.parse
 import urllib.request  # downloads use the standard library only: no new dependency
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
 
 import numpy as np
-from PIL import Image, ImageOps, features
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, features
 
 __all__ = [
     "mask_image",
     "bundled_examples",
     "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_URL_MAX_BYTES", "DEFAULT_URL_TIMEOUT",
     "IMAGE_EXTENSIONS", "ImageLoadError", "InputImage",
-    "atomic_open", "fetch_url", "find_images", "is_url", "load_image", "save_image",
+    "atomic_open", "fetch_url", "find_images", "image_size", "is_url", "load_image", "save_image",
     "save_mask_png", "to_rgb", "write_csv", "write_json",
 ]
 
@@ -90,8 +92,11 @@ class ImageLoadError(Exception):
         reason: one line saying what is wrong and, where useful, how to fix it.
         kind: ``"too_large"`` (pixel limit, decompression bomb, download size limit),
             ``"unsupported"`` (not an image, a format outside the allowlist, a URL scheme other
-            than http(s)) or ``"unreadable"`` (everything else: empty, truncated, corrupt,
-            missing, network errors); lets callers such as the web API pick a status.
+            than http(s)), ``"bad_shape"`` (refused by :func:`load_image`'s ``check_size``, e.g.
+            an aspect ratio the model cannot take; decided from the header, nothing decoded;
+            the ``ValueError`` it raised is ``__cause__``, so an ``ImageShapeError``'s ``reason``
+            and ``cli_hint`` stay apart) or ``"unreadable"`` (everything else: empty, truncated,
+            corrupt, missing, network errors); lets callers such as the web API pick a status.
     """
 
     def __init__(self, path: str, reason: str, kind: str = "unreadable") -> None:
@@ -110,6 +115,7 @@ def load_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     url_timeout: float = DEFAULT_URL_TIMEOUT,
     url_max_bytes: int = DEFAULT_URL_MAX_BYTES,
+    check_size: Callable[[int, int], None] | None = None,
 ) -> Image.Image:
     """Read one image: first frame, EXIF orientation applied, converted with :func:`to_rgb`.
 
@@ -121,19 +127,48 @@ def load_image(
             (``Image.MAX_IMAGE_PIXELS``) stays on either way.
         url_timeout: seconds, for URLs only: see :func:`fetch_url`.
         url_max_bytes: download size limit, for URLs only: see :func:`fetch_url`.
+        check_size: called as ``check_size(width, height)`` with the size from the header, EXIF
+            orientation applied (what :func:`image_size` returns), after the pixel limit and
+            before anything is decoded; a ``ValueError`` it raises (e.g. the Segmenter's
+            :meth:`~seglens.inference.Segmenter.check_size` refusing an aspect ratio) becomes
+            an ``ImageLoadError`` of kind ``"bad_shape"`` with the error's text as reason.
 
     Returns:
         A fully loaded mode-"RGB" image.
 
     Raises:
         ImageLoadError: for every input that cannot be read (missing, empty, unsupported format,
-            truncated, corrupt, too large, download failed); its ``path`` is the file or URL.
+            truncated, corrupt, too large, refused by ``check_size``, download failed); its
+            ``path`` is the file or URL.
     """
+    return _read_source(source, max_pixels, url_timeout, url_max_bytes, check_size, decode=True)
+
+
+def image_size(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    url_timeout: float = DEFAULT_URL_TIMEOUT,
+    url_max_bytes: int = DEFAULT_URL_MAX_BYTES,
+) -> tuple[int, int]:
+    """The ``(width, height)`` :func:`load_image` would return, read from the header alone.
+
+    EXIF orientation is applied as :func:`load_image` applies it (orientations 5-8 swap width
+    and height; for PNG the metadata chunks after the image data count too, without decoding
+    it). Same sources, allowlist, limits and errors as :func:`load_image`: empty files,
+    non-images, formats outside ``ALLOWED_FORMATS``, images above ``max_pixels`` raise the same
+    ``ImageLoadError``. Damage inside the pixel data (a truncated file) shows only when decoding,
+    so such a file may have a size here and still fail in :func:`load_image`.
+    """
+    return _read_source(source, max_pixels, url_timeout, url_max_bytes, None, decode=False)
+
+
+def _read_source(source: ImageSource, max_pixels: int | None, url_timeout: float, url_max_bytes: int, check_size, *, decode: bool):
     if max_pixels is not None and (type(max_pixels) is not int or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     if isinstance(source, str) and is_url(source):
         _check_url_limits(url_max_bytes, url_timeout, prefix="url_")
-        return _load_url(source, max_pixels=max_pixels, timeout=url_timeout, max_bytes=url_max_bytes)
+        return _load_url(source, max_pixels=max_pixels, timeout=url_timeout, max_bytes=url_max_bytes, check_size=check_size, decode=decode)
     if isinstance(source, (str, os.PathLike)):
         label = os.fsdecode(source)
         try:
@@ -145,14 +180,15 @@ def load_image(
         except OSError as e:
             raise ImageLoadError(label, _os_reason(e)) from None
         with fp:
-            return _load(fp, label, max_pixels)
+            return _load(fp, label, max_pixels, check_size, decode=decode)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _load(io.BytesIO(source), "<bytes>", max_pixels)
+        return _load(io.BytesIO(source), "<bytes>", max_pixels, check_size, decode=decode)
     if hasattr(source, "read"):
         name = getattr(source, "name", None)
-        return _load(source, name if isinstance(name, str) else "<file object>", max_pixels)
+        return _load(source, name if isinstance(name, str) else "<file object>", max_pixels, check_size, decode=decode)
     kind = type(source).__name__
-    raise TypeError(f"load_image expects a path, bytes or a binary file object, got {kind}")
+    what = "load_image" if decode else "image_size"
+    raise TypeError(f"{what} expects a path, bytes or a binary file object, got {kind}")
 
 
 def _os_reason(e: OSError) -> str:
@@ -165,7 +201,8 @@ def _os_reason(e: OSError) -> str:
     return f"cannot read file ({e.strerror or e})"
 
 
-def _load(fp: IO[bytes], label: str, max_pixels: int | None) -> Image.Image:
+def _load(fp: IO[bytes], label: str, max_pixels: int | None, check_size=None, *, decode: bool = True):
+    """The decoded RGB image (``decode``), or its oriented ``(width, height)`` from the header."""
     try:
         fp.seek(0, os.SEEK_END)
         size = fp.tell()
@@ -185,10 +222,22 @@ def _load(fp: IO[bytes], label: str, max_pixels: int | None) -> Image.Image:
             with Image.open(fp, formats=ALLOWED_FORMATS) as im:
                 im.seek(0)  # multi-frame files: the first frame
                 _check_pixels(im.size, max_pixels, label)
+                if check_size is not None or not decode:
+                    oriented = _oriented_size(im, fp)
+                    if not decode:
+                        return oriented
+                    try:
+                        check_size(*oriented)
+                    except ValueError as e:  # e.g. seglens.inference.ImageShapeError, kept as __cause__
+                        raise ImageLoadError(label, str(e), "bad_shape") from e
+                    except Exception as e:  # a failing check_size is not the file's fault
+                        raise _CheckSizeFailed from e
                 im.load()
                 return to_rgb(_exif_transpose(im))
+        except _CheckSizeFailed as e:
+            raise e.__cause__ from None
         except ImageLoadError as e:
-            raise ImageLoadError(label, e.reason, e.kind) from None
+            raise ImageLoadError(label, e.reason, e.kind) from e.__cause__
         except Image.UnidentifiedImageError:
             reason = f"not an image or not a supported format (supported: {', '.join(ALLOWED_FORMATS)})"
             raise ImageLoadError(label, reason, "unsupported") from None
@@ -196,6 +245,10 @@ def _load(fp: IO[bytes], label: str, max_pixels: int | None) -> Image.Image:
             raise ImageLoadError(label, f"decompression bomb refused by Pillow ({e})", "too_large") from None
         except Exception as e:  # anything a corrupt file makes a decoder raise
             raise ImageLoadError(label, _decode_reason(e)) from None
+
+
+class _CheckSizeFailed(Exception):
+    """Carries an exception of a ``check_size`` callback past the decoding errors' handlers."""
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int | None, label: str) -> None:
@@ -219,6 +272,69 @@ def _exif_transpose(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)  # a transposed copy, or a plain copy
     except Exception:  # unreadable EXIF: keep the pixels as stored, like most viewers
         return im.copy()
+
+
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose or rotate by 90 degrees
+
+
+def _oriented_size(im: Image.Image, fp: IO[bytes]) -> tuple[int, int]:
+    """The size :func:`load_image` returns for ``im``, from the header alone: nothing decoded."""
+    width, height = im.size
+    tags = getattr(im, "tag_v2", None)
+    if tags is not None:  # TIFF: recent Pillow reports (and loads) it already turned: start from the IFD's size
+        width, height = tags.get(256, width), tags.get(257, height)  # ImageWidth, ImageLength
+    return (height, width) if _orientation(im, fp) in _SWAPS_SIDES else (width, height)
+
+
+def _orientation(im: Image.Image, fp: IO[bytes]) -> int:
+    """The EXIF orientation (1..8) that loading ``im`` and ``ImageOps.exif_transpose`` apply.
+
+    Pillow's own ``getexif`` reads it, on a 1x1 stand-in holding ``im``'s metadata, so ``im``
+    itself is left untouched: a PNG's ``getexif`` would decode the whole image to reach chunks
+    after the pixel data, which are read here by walking the chunks instead. TIFF keeps the tag
+    in its first IFD (``tag_v2``), where Pillow's ``getexif`` reads it from.
+    """
+    try:
+        tags = getattr(im, "tag_v2", None)
+        if tags is not None and ExifTags.Base.Orientation in tags:
+            value = tags[ExifTags.Base.Orientation]
+        else:
+            stand_in = Image.new("1", (1, 1))
+            stand_in.info = _png_info(fp) if im.format == "PNG" else dict(im.info)
+            value = stand_in.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # unreadable EXIF: load_image keeps the pixels as stored (_exif_transpose)
+        return 1
+    return value if type(value) is int else 1  # exif_transpose ignores values other than 2..8
+
+
+def _png_info(fp: IO[bytes]) -> dict:
+    """A PNG's ``info`` as Pillow holds it once the first frame is loaded (metadata chunks after
+    the pixel data included, as ``PngImageFile.load_end`` reads them), read by Pillow's own
+    chunk handlers while skipping the pixel data; ``fp`` is put back where it was."""
+    start = fp.tell()
+    png = PngImagePlugin.PngStream(fp)
+    data_seen = animated = False
+    try:
+        fp.seek(8)  # after the signature
+        while True:
+            cid, pos, length = png.read()
+            if cid == b"IEND" or (cid == b"fcTL" and data_seen and animated):
+                break  # an APNG's next frame: load_end stops there too
+            if cid in (b"IDAT", b"fdAT"):
+                data_seen = True
+                fp.seek(pos + length)
+            else:
+                try:
+                    png.call(cid, pos, length)
+                except (AttributeError, EOFError):  # a chunk Pillow does not know: skip it
+                    fp.seek(pos + length)
+                animated = animated or (cid == b"acTL" and bool(png.im_n_frames and png.im_n_frames > 1))
+            fp.read(4)  # CRC
+    except Exception:  # damaged or cut-off metadata: what was read counts, decoding reports the rest
+        pass
+    finally:
+        fp.seek(start)
+    return png.im_info
 
 
 # ---------------------------------------------------------------- http(s) URLs
@@ -274,12 +390,12 @@ def _check_url_limits(max_bytes: int, timeout: float, *, prefix: str = "") -> No
         raise ValueError(f"{prefix}timeout must be a positive number of seconds, got {timeout!r}")
 
 
-def _load_url(url: str, *, max_pixels: int | None, timeout: float, max_bytes: int) -> Image.Image:
+def _load_url(url: str, *, max_pixels: int | None, timeout: float, max_bytes: int, check_size=None, decode: bool = True):
     data, content_type = _fetch(url, max_bytes=max_bytes, timeout=timeout)
     if not data:
         raise ImageLoadError(url, "the server sent an empty response (0 bytes); check the URL")
     try:
-        return _load(io.BytesIO(data), url, max_pixels)  # the bytes decide, not the Content-Type
+        return _load(io.BytesIO(data), url, max_pixels, check_size, decode=decode)  # the bytes decide, not the Content-Type
     except ImageLoadError as e:
         if e.kind != "unsupported" or content_type is None or content_type.startswith("image/"):
             raise

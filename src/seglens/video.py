@@ -684,11 +684,19 @@ def segment_video(
         frame: index, time, classes as {name: fraction}), outputs ({kind: relative path}), error.
 
     Raises:
-        VideoError: the file cannot be opened as a video, or no frame of it could be decoded.
+        VideoError: the file cannot be opened as a video, its frame size is one ``seg`` refuses
+            (:meth:`~seglens.inference.Segmenter.check_size`, checked before decoding), or no
+            frame of it could be decoded.
     """
     kinds = _check_args(outputs, stride, alpha, mask_format)
     t0 = time.perf_counter()
     info = probe(path)
+    check_size = getattr(seg, "check_size", None)
+    if check_size is not None:  # a frame size the model cannot take: refused before frames are decoded
+        try:
+            check_size(info.width, info.height)
+        except ValueError as e:
+            raise VideoError(os.fsdecode(path), str(e)) from None
     names = _output_names(name, kinds, mask_format)
     files = _Outputs(_import_av(path), Path(out_dir), names, mask_format=mask_format, rate=info.fps / stride, alpha=alpha)
     reader = FrameReader(path, stride=stride)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..inference import SegmentationResult, Segmenter
-from ..io import ImageLoadError, load_image, mask_image
+from ..inference import ImageShapeError, SegmentationResult, Segmenter
+from ..io import ImageLoadError, image_size, load_image, mask_image
 
-__all__ = ["FORMATS", "ApiError", "Encoded", "encode_mask_png", "image_error", "run_job"]
+__all__ = ["FORMATS", "ApiError", "Encoded", "encode_mask_png", "image_error", "probe_upload", "run_job", "shape_error"]
 
 FORMATS = ("json", "png", "overlay")
 _OVERLAY_QUALITY = 90  # the CLI's overlay JPEG quality (seglens.io.save_image's default)
@@ -55,6 +55,30 @@ def image_error(e: ImageLoadError) -> ApiError:
     if e.kind == "unsupported":
         return ApiError(415, f"unsupported upload: {reason}", {"reason": reason})
     return ApiError(400, f"unreadable image: {reason}", {"reason": reason})
+
+
+def shape_error(e: ImageShapeError) -> ApiError:
+    """422 for an image the model cannot take in one pass, in the API's words (no CLI flags)."""
+    width, height = e.size
+    message = f"image shape not accepted: {e.reason}; send a crop or a downscaled copy (this server does not tile large images)"
+    return ApiError(422, message, {"width": width, "height": height, "reason": e.reason})
+
+
+def probe_upload(segmenter: Segmenter, data: bytes, *, max_pixels: int | None) -> tuple[int, int]:
+    """The upload's (width, height) from its header, after the checks that need no decoding:
+    a readable image of an allowed format (400 / 415), within ``max_pixels`` (413), of a shape
+    the model takes (422). Cheap: nothing is decoded."""
+    try:
+        width, height = image_size(data, max_pixels=None)  # Pillow's bomb guard still applies
+        if max_pixels is not None and width * height > max_pixels:
+            message = f"image too large: {width}x{height} is {width * height} pixels, above this server's limit of {max_pixels}; send a downscaled copy"
+            raise ApiError(413, message, {"width": width, "height": height, "max_pixels": max_pixels})
+        segmenter.check_size(width, height)
+    except ImageLoadError as e:
+        raise image_error(e) from None
+    except ImageShapeError as e:
+        raise shape_error(e) from None
+    return width, height
 
 
 def encode_mask_png(labels: np.ndarray, palette: np.ndarray) -> bytes:
@@ -114,14 +138,14 @@ def run_job(name: str, segmenter: Segmenter, data: bytes, *, max_pixels: int | N
     """
     t0 = time.perf_counter()
     try:
-        image = load_image(data, max_pixels=max_pixels)
+        image = load_image(data, max_pixels=max_pixels)  # shape already checked by probe_upload
     except ImageLoadError as e:
         raise image_error(e) from None
     t1 = time.perf_counter()
     try:
         result = segmenter(image)
-    except ValueError as e:  # e.g. an aspect ratio too extreme for the model
-        raise ApiError(400, f"cannot segment this image: {e}") from None
+    except ImageShapeError as e:
+        raise shape_error(e) from None
     t2 = time.perf_counter()
     timing = {"queue_s": t0 - submitted, "decode_s": t1 - t0, "inference_s": t2 - t1}
     if fmt == "png":

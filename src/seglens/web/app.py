@@ -1,6 +1,6 @@
 """The HTTP API and the web page of ``seglens serve``, in one FastAPI application.
 
-Routes (OpenAPI docs at ``/docs``):
+Routes (OpenAPI docs at ``/docs``, Swagger UI served from the ``fastapi-offline`` package):
 
 - ``POST /v1/segment``: multipart ``file`` plus optional ``model``, ``alpha``, ``format``
   (``json`` by default, ``png`` for the indexed mask, ``overlay`` for a JPEG);
@@ -9,10 +9,15 @@ Routes (OpenAPI docs at ``/docs``):
 - ``GET /``: the web page (static files under ``seglens/web/static``, no build step, no CDN).
 
 Models are built once, before the app (``create_app`` takes ready ``Segmenter`` objects).
-Inference runs in a pool of ``workers`` threads; at most ``workers + queue_size`` segment
-requests are in progress, and one more is answered 503 with ``Retry-After`` before its body is
-read. Uploads are read into memory up to ``max_upload_mb`` and decoded from bytes: no
-user-supplied path is ever opened. Every error is JSON: ``{"error": message, "detail": ...}``.
+Inference runs in a pool of ``workers`` threads. An upload's body is read first, capped at
+``max_upload_mb`` and under its own deadline, without holding any model slot; then the image's
+header is read, its shape checked against the model and its pixel count against the limits,
+and only then is it admitted: at most ``workers + queue_size`` requests and ``max_queued_pixels``
+decoded pixels in progress; one more is answered 503 with a ``Retry-After`` estimated from the
+work ahead. Uploads are decoded from bytes: no user-supplied path is ever opened. Every error
+is JSON: ``{"error": message, "detail": ...}``; every response carries ``nosniff``; only the
+allowed ``Host`` names are served, and browser uploads only from the server's own page unless
+``cors_origins`` allows other sites.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint's annotations at
@@ -22,7 +27,7 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,26 +38,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..inference import Segmenter
 from ..models import is_hf_model, model_info
 from ..visualize import display_name
 from . import DEFAULT_SERVE_MAX_PIXELS
-from ._gate import TICKET_KEY, Gate, Slots, upload_too_large
-from ._job import ApiError, Encoded, run_job
+from ._docs import DOCS_CSP, install_docs
+from ._gate import Admission, Guard, UploadGate, normalize_hosts, upload_too_large
+from ._job import ApiError, Encoded, probe_upload, run_job
+from ._protocol import DEFAULT_HEADER_TIMEOUT, protocol_class
 
-__all__ = ["DEFAULT_SERVE_MAX_PIXELS", "create_app", "serve"]
+__all__ = ["DEFAULT_SERVE_MAX_PIXELS", "LOOPBACK_HOSTS", "create_app", "serve"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 _READ_CHUNK = 1 << 20
 _WARMUP_SIZE = (64, 64)
-# The page loads only its own files; images are blob: and data: URLs made in the page.
-_PAGE_CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_FORM_FIELDS = ("model", "format", "alpha")
+# The page loads only its own files; images are blob: and data: URLs made in the page. The
+# same policy fits the Swagger UI page at /docs.
+_PAGE_CSP = DOCS_CSP
 _log = logging.getLogger("seglens.web")
 
 
@@ -99,8 +108,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, e: Exception) -> JSONResponse:
+        # Starlette answers this one outside the middleware stack: nosniff is set here.
         _log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error ({type(e).__name__}: {e}); the server is still running", None)
+        message = f"internal error ({type(e).__name__}: {e}); the server is still running"
+        return _error(500, message, None, {"X-Content-Type-Options": "nosniff"})
 
 
 async def _read_upload(file: UploadFile, limit: int) -> bytes:
@@ -135,7 +146,26 @@ def _model_entry(name: str, seg: Segmenter, *, default: bool) -> dict[str, Any]:
     return entry
 
 
-def _check_args(segmenters: Mapping[str, Segmenter], max_upload_mb: float, workers: int, queue_size: int) -> None:
+def _check_form(form, default: str) -> None:
+    """What FastAPI lets through: several ``file`` parts (it keeps the last), empty fields
+    (it takes the default), repeated fields."""
+    files = form.getlist("file")
+    if len(files) > 1:
+        raise ApiError(400, f"{len(files)} 'file' parts in one request: send one image per request", {"file_parts": len(files)})
+    defaults = {"model": default, "format": "json", "alpha": "0.5"}
+    for key in _FORM_FIELDS:
+        values = form.getlist(key)
+        if len(values) > 1:
+            raise ApiError(400, f"{len(values)} '{key}' fields in one request: send it once", {"field": key})
+        if values and isinstance(values[0], str) and not values[0].strip():
+            message = f"invalid request: {key}: empty; leave the field out for the default ({defaults[key]})"
+            raise ApiError(422, message, [{"field": key, "message": "empty"}])
+
+
+def _check_args(
+    segmenters: Mapping[str, Segmenter], max_upload_mb: float, workers: int, queue_size: int, *,
+    max_queued_pixels: int | None, body_timeout: float, min_upload_rate: float, cors_origins: Sequence[str],
+) -> None:
     if not segmenters:
         raise ValueError("create_app needs at least one Segmenter, e.g. {'lraspp_mobilenet_v3_large': Segmenter(...)}")
     for name, seg in segmenters.items():
@@ -149,6 +179,15 @@ def _check_args(segmenters: Mapping[str, Segmenter], max_upload_mb: float, worke
         raise ValueError(f"workers must be >= 1, got {workers}")
     if queue_size < 0:
         raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+    if max_queued_pixels is not None and max_queued_pixels < 1:
+        raise ValueError(f"max_queued_pixels must be >= 1 or None, got {max_queued_pixels}")
+    if not body_timeout > 0:
+        raise ValueError(f"body_timeout must be > 0 seconds, got {body_timeout!r}")
+    if not min_upload_rate >= 0:
+        raise ValueError(f"min_upload_rate must be >= 0 bytes/s, got {min_upload_rate!r}")
+    for origin in cors_origins:
+        if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2):
+            raise ValueError(f"CORS origin {origin!r}: give scheme://host[:port] with no path, e.g. https://app.example")
     if not (STATIC_DIR / "index.html").is_file():
         raise RuntimeError(f"the web page's files are missing from {STATIC_DIR}; reinstall seglens (package data not installed)")
 
@@ -158,8 +197,13 @@ def create_app(
     *,
     max_upload_mb: float = 20,
     max_pixels: int | None = DEFAULT_SERVE_MAX_PIXELS,
+    max_queued_pixels: int | None = DEFAULT_SERVE_MAX_PIXELS,
     workers: int = 1,
     queue_size: int = 4,
+    body_timeout: float = 20.0,
+    min_upload_rate: float = 500.0,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    cors_origins: Sequence[str] = (),
     warmup: bool = True,
 ) -> FastAPI:
     """Build the ``seglens serve`` application around already loaded models.
@@ -168,20 +212,37 @@ def create_app(
         segmenters: models a client may pick, by name; the first is the default.
         max_upload_mb: largest upload in MiB (413 above it; the body stops being read there).
         max_pixels: largest image in pixels, checked from the header before decoding (413).
+        max_queued_pixels: most decoded pixels in progress (running and queued) at once; an
+            image that does not fit gets 503 + Retry-After unless nothing else is in progress.
+            ``None``: requests are only counted.
         workers: inference threads; each runs one image at a time.
         queue_size: requests that may wait for a worker; more at once get 503 + Retry-After.
+        body_timeout: seconds an upload's body may take to arrive, plus one second for every
+            ``min_upload_rate`` bytes received; a slower body is answered 408, connection closed.
+        min_upload_rate: bytes per second that extend ``body_timeout`` (0: a fixed deadline).
+        allowed_hosts: ``Host`` header names served (others get 400: DNS rebinding);
+            ``"*.example.com"`` patterns and ``"*"`` (any) work. :func:`serve` adds the address
+            it binds to.
+        cors_origins: other sites (``"https://app.example"``, or ``"*"``) whose pages may call
+            the API from a browser; by default browser uploads are accepted only from this
+            server's own page (API clients that send no ``Origin`` are not affected).
         warmup: run each model once on a tiny image at start-up; ``/readyz`` waits for it.
 
     Returns:
         The FastAPI app; run it with :func:`serve` or any ASGI server (one process: the models
         and the pool live in it). The pool starts and stops with the app's lifespan.
     """
-    _check_args(segmenters, max_upload_mb, workers, queue_size)
+    _check_args(
+        segmenters, max_upload_mb, workers, queue_size,
+        max_queued_pixels=max_queued_pixels, body_timeout=body_timeout, min_upload_rate=min_upload_rate, cors_origins=cors_origins,
+    )
     models = dict(segmenters)
     default = next(iter(models))
     max_upload_bytes = int(max_upload_mb * 2**20)
+    hosts = normalize_hosts(allowed_hosts)
+    origins = [o.rstrip("/") for o in cors_origins]
     state = _State()
-    slots = Slots(workers + queue_size)
+    admission = Admission(workers + queue_size, max_queued_pixels, workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -192,6 +253,9 @@ def create_app(
                 blank = Image.new("RGB", _WARMUP_SIZE)
                 for seg in models.values():
                     await loop.run_in_executor(state.executor, seg, blank)
+                    t0 = time.perf_counter()  # a second, warm run: the fixed cost of one job
+                    await loop.run_in_executor(state.executor, seg, blank)
+                    admission.record(_WARMUP_SIZE[0] * _WARMUP_SIZE[1], time.perf_counter() - t0)
             state.ready = True
         except Exception as e:  # noqa: BLE001 - reported by /readyz; /healthz still answers
             state.not_ready_reason = f"warm-up of a model failed ({type(e).__name__}: {e})"
@@ -208,28 +272,46 @@ def create_app(
         version=__version__,
         summary="Semantic segmentation with pretrained torchvision networks",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN: ours below
+        redoc_url=None,
     )
+    install_docs(app)
+    app.state.seglens_allowed_hosts = hosts  # the live list Guard reads; serve() extends it
     _install_error_handlers(app)
+    # Added innermost first: Guard (hosts, nosniff) sees every request, then CORS, then uploads.
     app.add_middleware(
-        Gate,
+        UploadGate,
         path="/v1/segment",
-        slots=slots,
         max_upload_bytes=max_upload_bytes,
-        busy_detail={"workers": workers, "queue_size": queue_size},
+        cors_origins=origins,
+        body_timeout=body_timeout,
+        min_upload_rate=min_upload_rate,
     )
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"],
+            expose_headers=["Server-Timing", "X-Seglens-Model", "Retry-After"],
+        )
+    app.add_middleware(Guard, allowed_hosts=hosts)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff"})
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP})
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    def load() -> dict[str, Any]:
+        return {
+            "in_flight": admission.in_flight, "capacity": admission.capacity,
+            "pixels_in_flight": admission.pixels_in_flight, "max_queued_pixels": max_queued_pixels,
+        }
+
     @app.get("/readyz", summary="Models loaded and warmed up", responses={503: {"description": "not ready yet, or shutting down"}})
     def readyz() -> JSONResponse:
-        info = {"models": list(models), "in_flight": slots.in_flight, "capacity": slots.capacity}
+        info = {"models": list(models), **load()}
         if state.ready and state.executor is not None:
             return JSONResponse({"ready": True, **info})
         return JSONResponse({"ready": False, "error": state.not_ready_reason, **info}, status_code=503)
@@ -242,10 +324,22 @@ def create_app(
             "limits": {
                 "max_upload_bytes": max_upload_bytes,
                 "max_pixels": max_pixels,
+                "max_queued_pixels": max_queued_pixels,
                 "workers": workers,
                 "queue_size": queue_size,
+                "body_timeout_s": body_timeout,
+                "min_upload_rate": min_upload_rate,
             },
         }
+
+    def busy() -> ApiError:
+        wait = admission.retry_after()
+        info = load()
+        message = (
+            f"server busy: {info['in_flight']} of {info['capacity']} request slots taken, "
+            f"{info['pixels_in_flight'] / 1e6:.1f} MP in progress; retry in {wait} s"
+        )
+        return ApiError(503, message, {**info, "workers": workers, "queue_size": queue_size, "retry_after_s": wait}, {"Retry-After": str(wait)})
 
     @app.post(
         "/v1/segment",
@@ -257,21 +351,24 @@ def create_app(
                 "`format=png`: the indexed mask PNG (VOC palette, pixel value = class index); `format=overlay`: a JPEG",
                 "content": {"application/json": {}, "image/png": {}, "image/jpeg": {}},
             },
-            400: {"description": "unreadable image (empty, truncated, corrupt)"},
+            400: {"description": "unreadable image (empty, truncated, corrupt); several `file` parts or repeated fields; unknown Host"},
+            403: {"description": "a browser upload from another site's page (see --cors-origin)"},
             404: {"description": "unknown model; the answer lists the choices"},
+            408: {"description": "the body arrived too slowly (the connection is closed)"},
             413: {"description": "upload over --max-upload-mb, or image over --max-pixels (decompression bombs included)"},
             415: {"description": "not an image, or a format that is not accepted"},
-            422: {"description": "bad alpha or format, or no file"},
-            503: {"description": "all workers and queue slots busy (Retry-After), or not ready"},
+            422: {"description": "bad or empty alpha, format or model, no file, or an image shape the model cannot take"},
+            503: {"description": "all request slots or the pixel budget in use (Retry-After: the expected wait), or not ready"},
         },
     )
     async def segment(
         request: Request,
         file: Annotated[UploadFile, File(description="the image: JPEG, PNG, WebP, BMP, GIF or TIFF")],
-        model: Annotated[str | None, Form(description=f"one of the served models (default: {default})")] = None,
+        model: Annotated[str | None, Form(description=f"one of the served models (default: {default})", examples=[default])] = None,
         alpha: Annotated[float, Form(ge=0.0, le=1.0, description="overlay opacity of the mask, 0..1")] = 0.5,
         fmt: Annotated[Literal["json", "png", "overlay"], Form(alias="format", description="json, png (indexed mask) or overlay (JPEG)")] = "json",
     ) -> Response:
+        _check_form(await request.form(), default)
         name = model or default
         if name not in models:
             choices = list(models)
@@ -279,22 +376,29 @@ def create_app(
         if state.executor is None or not state.ready:
             raise ApiError(503, f"server not ready ({state.not_ready_reason})", None, {"Retry-After": "1"})
         data = await _read_upload(file, max_upload_bytes)
-        submitted = time.perf_counter()
+        seg = models[name]
+        width, height = await run_in_threadpool(probe_upload, seg, data, max_pixels=max_pixels)
+        ticket = admission.try_admit(width * height)
+        if ticket is None:
+            raise busy()
         try:
-            future = state.executor.submit(run_job, name, models[name], data, max_pixels=max_pixels, fmt=fmt, alpha=alpha, submitted=submitted)
-        except RuntimeError:  # the pool is shut down
-            raise ApiError(503, "server shutting down; retry on another instance", None, {"Retry-After": "1"}) from None
-        del data
-        ticket = request.scope.get(TICKET_KEY)
-        if ticket is not None:
+            submitted = time.perf_counter()
+            try:
+                future = state.executor.submit(run_job, name, seg, data, max_pixels=max_pixels, fmt=fmt, alpha=alpha, submitted=submitted)
+            except RuntimeError:  # the pool is shut down
+                raise ApiError(503, "server shutting down; retry on another instance", None, {"Retry-After": "1"}) from None
+            del data
             ticket.hold_until_done(future)
-        try:
-            encoded: Encoded = await asyncio.wrap_future(future)
-        except ApiError:
-            raise
-        except Exception as e:  # a failed job fails its request, not the server
-            _log.exception("segmenting an upload with %s failed", name)
-            raise ApiError(500, f"internal error while segmenting ({type(e).__name__}: {e}); the server is still running") from e
+            try:
+                encoded: Encoded = await asyncio.wrap_future(future)
+            except ApiError:
+                raise
+            except Exception as e:  # a failed job fails its request, not the server
+                _log.exception("segmenting an upload with %s failed", name)
+                raise ApiError(500, f"internal error while segmenting ({type(e).__name__}: {e}); the server is still running") from e
+        finally:
+            ticket.drop()
+        admission.record(width * height, sum(v for k, v in encoded.timing.items() if k in ("decode_s", "inference_s", "encode_s")))
         headers = {"Server-Timing": _server_timing(encoded.timing), "X-Seglens-Model": name}
         if fmt != "json":
             filename = "mask.png" if fmt == "png" else "overlay.jpg"
@@ -319,10 +423,27 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def bound_hosts(host: str) -> list[str]:
+    """The ``Host`` names a server bound to ``host`` is reached by: the address itself, and for
+    a wildcard address (``0.0.0.0``, ``::``) this machine's interface addresses and names."""
+    if host not in ("", "0.0.0.0", "::"):
+        return normalize_hosts([host])
+    import psutil
+
+    names = [*LOOPBACK_HOSTS, socket.gethostname(), socket.getfqdn()]
+    for addresses in psutil.net_if_addrs().values():
+        names += [a.address.split("%")[0] for a in addresses if a.family in (socket.AF_INET, socket.AF_INET6)]
+    return normalize_hosts([n for n in names if n])
+
+
+def serve(
+    app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+) -> None:
     """Run ``app`` with uvicorn in this process until interrupted (Ctrl-C stops it cleanly).
 
-    One process on purpose: the models and the worker pool live in it.
+    One process on purpose: the models and the worker pool live in it. The names ``host``
+    is reached by are added to the app's allowed hosts. A connection whose request headers take
+    longer than ``header_timeout`` seconds is answered 408 and closed (``None``: no deadline).
 
     Raises:
         OSError: the address cannot be used (port taken, unknown host); the message names the
@@ -330,9 +451,13 @@ def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level:
     """
     import uvicorn
 
+    http = protocol_class(header_timeout)
     sock = _listen(host, port)
+    allowed = getattr(app.state, "seglens_allowed_hosts", None)
+    if allowed is not None and "*" not in allowed:
+        allowed.extend(h for h in bound_hosts(host) if h not in allowed)
     try:
-        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=30)
+        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=30, http=http)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
