@@ -191,7 +191,7 @@ def answer(sock: socket.socket) -> tuple[bytes, float]:
     return b"".join(chunks), time.monotonic()
 
 
-def test_stalled_and_slow_uploads_do_not_lock_out_normal_ones(weights_file):
+def test_stalled_and_slow_uploads_do_not_lock_out_normal_ones(weights_file, tmp_path):
     """5 stalled bodies and 20 that trickle at 1 byte/s, against 1 worker + a queue of 4: normal
     uploads keep getting 200 at their usual latency, and the slow bodies are dropped (408, closed)
     at the body deadline. Before the fix, the 5 stalled uploads alone held every slot."""
@@ -248,6 +248,16 @@ def test_stalled_and_slow_uploads_do_not_lock_out_normal_ones(weights_file):
             s.close()
         assert client.get("/readyz").json()["in_flight"] == 0
         assert timed_upload()[0] == 200
+    report = {
+        "setup": {"model": MODEL, "workers": WORKERS, "queue_size": QUEUE, "stalled": STALLED, "slow_1_byte_per_s": SLOW,
+                  "body_timeout_s": BODY_TIMEOUT_S, "min_upload_rate": 500},
+        "normal_upload_ms_before": [round(1000 * t, 1) for _, t in baseline],
+        "normal_upload_ms_during_attack": [round(1000 * t, 1) for _, t in during],
+        "attackers_dropped_after_s": sorted(round(end - t_attack, 2) for _, end in ends),
+    }
+    folder = Path(os.environ.get("SEGLENS_TEST_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "slow_clients.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def test_connections_whose_headers_never_finish_are_closed(weights_file):
