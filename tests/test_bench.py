@@ -15,7 +15,7 @@ from seglens.bench import (
     PRESETS,
     ROW_KEYS,
     BenchConfig,
-    _batches,
+    _stream_calls,
     default_configs,
     format_table,
     gemm_roofline,
@@ -24,6 +24,7 @@ from seglens.bench import (
     parse_configs,
     run_bench,
 )
+from seglens import Segmenter
 from seglens.models import load_model
 from seglens.visualize import colorize, voc_palette
 from tests.conftest import calibrated_model, varied
@@ -231,11 +232,21 @@ def test_config_names():
         BenchConfig("fast", backend="openvino", precision="int8")
 
 
-def test_batches_follow_the_stream():
+def test_batches_follow_the_stream(weights_file):
+    # The latency pass times the calls Segmenter.stream makes, as the timed pipeline makes them:
     # chunks of 2 consecutive inputs, split by shape within a chunk: [a b] -> [a] [b]; [a a] -> [a a]; [c]
-    a, b, c = (1, 520, 520), (1, 520, 781), (1, 600, 520)
-    assert _batches([a, b, a, a, c], 2) == [[0], [1], [2, 3], [4]]
-    assert _batches([a, b, a], 1) == [[0], [1], [2]]
+    seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", batch_size=2)
+    images = {"a": Image.new("RGB", (64, 64)), "b": Image.new("RGB", (90, 60)), "c": Image.new("RGB", (60, 69))}
+    a, b, c = (520, 520), (520, 780), (598, 520)  # the model inputs: short side 520
+
+    def batches(names):
+        calls = _stream_calls(seg, [images[n] for n in names], torch.device("cpu")).calls
+        return [(shape[0], shape[-2:]) for _, shape in calls]
+
+    assert batches("abaac") == [(1, a), (1, b), (2, a), (1, c)]  # [[0], [1], [2, 3], [4]]
+    seg.batch_size = 1
+    assert batches("aba") == [(1, a), (1, b), (1, a)]  # [[0], [1], [2]]
+    assert "run" not in vars(seg)  # the timing wrapper is gone after the pass
 
 
 def test_run_bench_argument_errors(tmp_path, image_files):

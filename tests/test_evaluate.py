@@ -9,7 +9,7 @@ from PIL import Image
 from seglens import Segmenter
 from seglens.cli import main
 from seglens.datasets import open_dataset
-from seglens.evaluate import TTA, EvalConfig, _logits, _torchvision_inputs, evaluate, write_worst
+from seglens.evaluation import TTA, EvalConfig, _torchvision_inputs, score_dataset, write_worst
 from seglens.visualize import voc_palette
 from tests.conftest import varied
 
@@ -65,8 +65,8 @@ def test_torchvision_protocol_resizes_like_the_reference(seg, photos):
 def test_perfect_predictions_score_100(self_labelled, seg):
     root, labels = self_labelled
     ds = open_dataset("folder", root)
-    result = evaluate(seg, ds, EvalConfig(protocol="native"))
-    m = result.metrics
+    result = score_dataset(seg, ds, EvalConfig(protocol="native"))
+    m = result.to_dict()
     assert m["miou"] == 100.0 and m["pixel_acc"] == 100.0 and m["mean_acc"] == 100.0
     assert m["top_confusions"] == []
     total = sum(lab.size for lab in labels)
@@ -85,7 +85,7 @@ def test_known_errors_give_exact_numbers(self_labelled, seg):
     lab[:64] = (labels[0][:64] + 1) % 21
     lab[64:128] = 255
     save_mask(root / "masks" / "a.png", lab)
-    m = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native")).metrics
+    m = score_dataset(seg, open_dataset("folder", root), EvalConfig(protocol="native")).to_dict()
     total = sum(x.size for x in labels) - 64 * 512  # ignored rows are not counted
     wrong = 64 * 512
     assert m["pixel_acc"] == pytest.approx(100 * (total - wrong) / total, abs=1e-4)
@@ -100,20 +100,22 @@ def test_known_errors_give_exact_numbers(self_labelled, seg):
 
 
 def result_worst_order(seg, root):
-    r = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native", worst=1))
+    r = score_dataset(seg, open_dataset("folder", root), EvalConfig(protocol="native", worst=1))
     return [w.name for w in r.worst]
 
 
 def test_tta_logits_average_the_augmentations(seg, photos):
-    x = seg.preprocess(photos[1])  # (3, 520, 781): odd width exercises the resize round trip
-    plain, same = _logits(seg.run, x, None)
+    x = seg.network_input(photos[1])  # (3, 520, 781): odd width exercises the resize round trip
+    plain, same = seg.logits(x[None])
     assert same is not None and torch.equal(plain, same)
     f = seg.run(x[None])[0]
     g = seg.run(x.flip(-1)[None])[0].flip(-1)
-    flip, p = _logits(seg.run, x, TTA.parse("flip"))
-    assert torch.allclose(flip, (f + g) / 2, atol=1e-5) and torch.equal(p, f)
-    multi, p = _logits(seg.run, x, TTA.parse("scales=0.75,1.25,flip"))
-    assert multi.shape == f.shape and p is None  # no plain member: scale 1 is not among them
+    tta = TTA.parse("flip")
+    flip, p = seg.logits(x[None], scales=tta.scales, flip=tta.flip)
+    assert torch.allclose(flip[0], (f + g) / 2, atol=1e-5) and torch.equal(p[0], f)
+    tta = TTA.parse("scales=0.75,1.25,flip")
+    multi, p = seg.logits(x[None], scales=tta.scales, flip=tta.flip)
+    assert multi[0].shape == f.shape and p is None  # no plain member: scale 1 is not among them
 
 
 def test_tta_parsing():
@@ -128,7 +130,7 @@ def test_tta_parsing():
 
 def test_compare_tta_reports_the_gain(self_labelled, seg):
     root, _ = self_labelled
-    m = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native", tta=TTA.parse("flip"), compare_tta=True)).metrics
+    m = score_dataset(seg, open_dataset("folder", root), EvalConfig(protocol="native", tta=TTA.parse("flip"), compare_tta=True)).to_dict()
     c = m["tta_comparison"]
     assert c["plain"]["miou"] == 100.0  # the masks are the plain predictions
     assert c["tta"]["miou"] == m["miou"] and c["gain_miou"] == pytest.approx(m["miou"] - 100.0, abs=1e-3)
@@ -137,8 +139,8 @@ def test_compare_tta_reports_the_gain(self_labelled, seg):
 
 def test_write_worst(self_labelled, seg, tmp_path):
     root, _ = self_labelled
-    r = evaluate(seg, open_dataset("folder", root), EvalConfig(protocol="native", worst=2))
-    entries = write_worst(r, tmp_path / "out", seg)
+    r = score_dataset(seg, open_dataset("folder", root), EvalConfig(protocol="native", worst=2))
+    entries = write_worst(r, tmp_path / "out", seg).to_dict()["worst"]
     assert [e["file"] for e in entries] == [f"worst/01_{r.worst[0].name}.png", f"worst/02_{r.worst[1].name}.png"]
     assert Image.open(tmp_path / "out" / entries[0]["file"]).format == "PNG"
 
@@ -188,14 +190,14 @@ from tests.test_datasets import coco  # noqa: E402,F401  (fixture: a tiny COCO v
 def test_coco_voc_reports_published_numbers_beside_measured(coco, seg):
     root, _ = coco
     ds = open_dataset("coco-voc", root)
-    m = evaluate(seg, ds, EvalConfig(protocol="torchvision")).metrics
+    m = score_dataset(seg, ds, EvalConfig(protocol="torchvision")).to_dict()
     # lraspp_mobilenet_v3_large's torchvision meta: 57.9 mIoU / 91.2 pixel acc on COCO-val2017-VOC-labels
     assert m["published"]["miou"] == 57.9 and m["published"]["pixel_acc"] == 91.2
     assert "not them" in m["published"]["source"]  # test weights, not the official file
     assert m["size"]["unit"].startswith("pixels of a ground-truth region") and "instance masks" in m["size"]["unit"]
     # regions come from the instance masks: the 84x4 image alone holds 20 one-class rectangles
     assert sum(b["regions"] for b in m["size"]["buckets"].values()) >= 20
-    assert evaluate(seg, ds, EvalConfig(protocol="native")).metrics["published"] is None
+    assert score_dataset(seg, ds, EvalConfig(protocol="native")).to_dict()["published"] is None
 
 
 def test_models_without_torchvision_preset_are_scored_natively(tmp_path, photos):
@@ -226,6 +228,6 @@ def test_models_without_torchvision_preset_are_scored_natively(tmp_path, photos)
     lab = toy(image).labels
     assert varied(lab)
     save_mask(root / "masks" / "a.png", lab)
-    m = evaluate(toy, open_dataset("folder", root), EvalConfig(protocol="torchvision", worst=0)).metrics
+    m = score_dataset(toy, open_dataset("folder", root), EvalConfig(protocol="torchvision", worst=0)).to_dict()
     assert m["protocol"] == "native" and m["published"] is None
     assert m["miou"] == 100.0 and m["pixel_acc"] == 100.0

@@ -14,7 +14,7 @@ from PIL import Image
 
 from seglens import Segmenter
 from seglens.datasets import open_dataset
-from seglens.evaluate import EvalConfig, evaluate
+from seglens.evaluation import EvalConfig, score_dataset
 from seglens.io import load_image
 from seglens.models import WeightsError, load_model, sha256_file
 from seglens.visualize import ADE20K_CATEGORIES, CITYSCAPES_CATEGORIES, cityscapes_palette, voc_palette
@@ -443,8 +443,8 @@ def test_evaluate_on_ade20k_layout_scores_own_predictions_perfectly(tmp_path, sa
         Image.fromarray(stored, mode="L").save(annotations / f"{path.stem}.png")
     dataset = open_dataset("ade20k", tmp_path, split="val")  # the parent of ADEChallengeData2016
     assert len(dataset) == 3 and dataset.categories == ADE20K_CATEGORIES
-    result = evaluate(seg, dataset, EvalConfig(protocol="torchvision", worst=0))
-    m = result.metrics
+    result = score_dataset(seg, dataset, EvalConfig(protocol="torchvision", worst=0))
+    m = result.to_dict()
     assert m["protocol"] == "native"  # hf models have no torchvision preset
     assert m["miou"] == 100.0 and m["pixel_acc"] == 100.0
     assert np.asarray(m["confusion_matrix"]).sum() == 3 * 160 * 120 - 3  # one ignored pixel per image

@@ -275,3 +275,30 @@ def test_window_progress_counts_every_window(photos, weights_file):
     seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=0.5, batch_size=2, window_progress=lambda d, t: calls.append((d, t)))
     seg(photos[0])  # 512x512: starts 0, 128, 256 per axis -> 3 x 3 windows, 2 per batch (rows of 3: 2 + 1)
     assert calls == [(2, 9), (3, 9), (5, 9), (6, 9), (8, 9), (9, 9)]
+
+
+def test_predict_returns_one_prediction_per_image(photos, weights_file):
+    from seglens.inference import Prediction
+
+    plain = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
+    p = plain.predict([photos[1]])[0]
+    assert isinstance(p, Prediction) and p.confidence is None and p.seconds > 0
+    assert p.labels.shape == (300, 451) and p.labels.dtype == np.uint8
+    for extra in ({}, {"tile": 256}):  # the whole-image and the tiled path
+        q = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", confidence=True, **extra).predict([photos[1]])[0]
+        assert q.labels.shape == q.confidence.shape == (300, 451) and q.confidence.dtype == np.uint8
+
+
+def test_evaluation_entry_points(photos, weights_file):
+    seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
+    assert seg.reference_short_side == 520
+    image = photos[1].resize((100, 60))
+    x = seg.network_input(image, resize=False)  # the image as it is, normalised like the preset
+    ref = TF.normalize(TF.to_tensor(image), mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    assert x.shape == (3, 60, 100) and torch.allclose(x, ref, atol=1e-6)
+    assert torch.equal(seg.network_input(photos[1]), seg.preprocess(photos[1]))
+    out = seg.logits(torch.stack([x, x.flip(-1)]), scales=(0.5, 1.0), flip=True)
+    assert out.logits.shape == out.plain.shape == (2, 21, 60, 100)
+    torch.testing.assert_close(out.plain, seg.run(torch.stack([x, x.flip(-1)])))
+    with pytest.raises(ValueError, match="without tile"):
+        Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256).network_input(image)

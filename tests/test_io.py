@@ -545,7 +545,7 @@ def test_check_size_gets_the_oriented_header_size_before_decoding():
 
 def test_load_image_without_check_size_leaves_pngs_alone(monkeypatch):
     # The chunk walk is for check_size and image_size only; plain load_image does not read twice.
-    from seglens import io as seglens_io
+    from seglens.io import decode as seglens_io
 
     monkeypatch.setattr(seglens_io, "_png_info", lambda fp: pytest.fail("metadata walked without check_size"))
     assert load_image(_encode(Image.new("RGB", (4, 3)), "PNG", exif=_exif(6))).size == (3, 4)

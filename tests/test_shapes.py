@@ -21,9 +21,10 @@ from PIL import Image
 
 from seglens import Segmenter
 from seglens.cli import main
-from seglens.inference import _MAX_MODEL_PIXELS, _MIN_HF_SIDE, ImageShapeError, _processor_arrays, _short_side_resize
+from seglens.inference import ImageShapeError  # re-exported from seglens.shapes
 from seglens.io import ImageLoadError, load_image
 from seglens.models import LoadedModel
+from seglens.shapes import _MAX_MODEL_PIXELS, _MIN_HF_SIDE, _processor_arrays, _short_side_resize
 from tests.conftest import photo
 
 SMALL = "lraspp_mobilenet_v3_large"

@@ -6,8 +6,8 @@ Importing is cheap: torch and matplotlib load only when a Segmenter or a figure 
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-__all__ = ["Segmenter", "SegmentationResult", "load_image", "load_model", "list_models", "__version__"]
+from ._version import __version__
+__all__ = ["Segmenter", "SegmentationResult", "load_image", "load_model", "list_models", "segment", "RunSummary", "evaluate", "EvalResult", "__version__"]
 
 _LAZY = {
     "Segmenter": ".inference",
@@ -15,12 +15,19 @@ _LAZY = {
     "load_image": ".io",
     "load_model": ".models",
     "list_models": ".models",
+    "segment": ".pipeline",
+    "RunSummary": ".pipeline",
+    "evaluate": ".evaluation",  # a function: the module is seglens.evaluation (no seglens/evaluate.py)
+    "EvalResult": ".evaltypes",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .inference import SegmentationResult, Segmenter
     from .io import load_image
     from .models import list_models, load_model
+    from .evaltypes import EvalResult
+    from .evaluation import evaluate
+    from .pipeline import RunSummary, segment
 
 
 def __getattr__(name: str):

@@ -8,33 +8,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import functools
 import json
 import math
+import re
 import signal
 import sys
 import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .backends import BACKENDS, BackendError
-from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageLoadError, InputImage, atomic_open, bundled_examples, find_images, load_image, save_image, save_mask_png, write_csv, write_json
+from .io import DEFAULT_MAX_PIXELS, ImageLoadError, bundled_examples, find_images, load_image, write_json
 from .models import DEFAULT_MODEL, WeightsError, is_hf_model, list_models, model_info
-from .video import MASK_FORMATS, VIDEO_SUFFIXES, VideoError, is_video
+from .pipeline import OUTPUT_KINDS
+from .video import MASK_FORMATS
 from .web import DEFAULT_SERVE_MAX_PIXELS
 
 # Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
 from .datasets import DATASET_KINDS  # noqa: E402
-from .evaluate import PROTOCOLS  # noqa: E402
+from .evaltypes import PROTOCOLS, TTA  # noqa: E402
 
 __all__ = ["build_parser", "main"]
 
-OUTPUT_KINDS = ("mask", "overlay", "figure", "confidence")
-DEFAULT_OUTPUTS = ("mask", "overlay", "figure")
-_SUFFIX = {"mask": ".png", "overlay": "_overlay.jpg", "figure": "_figure.png", "confidence": "_confidence.png"}
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_START, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -130,6 +127,13 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _tta(value: str) -> TTA:
+    try:
+        return TTA.parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-w", "--weights", default="official", help="'official', 'random' or a .pth/.safetensors state dict")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ev.add_argument("--protocol", choices=PROTOCOLS, help="torchvision (default for voc, coco-voc: 520-pixel short side, as the published numbers) or native (full resolution; default for folder)")
-    ev.add_argument("--tta", help="test-time augmentation: 'flip' or 'scales=0.75,1.0,1.25[,flip]'")
+    ev.add_argument("--tta", type=_tta, help="test-time augmentation: 'flip' or 'scales=0.75,1.0,1.25[,flip]'")
     ev.add_argument("--compare-tta", action="store_true", help="also score plain inference in the same run and report the gain")
     ev.add_argument("--limit", type=_positive_int, help="only the first N images (a quick look)")
     ev.add_argument("--strict", action="store_true", help="stop before scoring if the labels have problems")
@@ -279,86 +283,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- segment
 
 
-def _unique_names(images: list[InputImage], kinds: Sequence[str]) -> list[str]:
-    """Output stems such that no two images write the same file (e.g. 'a_overlay.jpg' vs 'a.jpg')."""
-    taken: set[str] = set()
-    names = []
-    for img in images:
-        name, n = img.name, 1
-        while any((name + _SUFFIX[k]).lower() in taken for k in kinds):
-            n += 1
-            name = f"{img.name}-{n}"
-        taken.update((name + _SUFFIX[k]).lower() for k in kinds)
-        names.append(name)
-    return names
-
-
-def _reserve_video_names(videos: list[InputImage], image_names: list[str]) -> list[InputImage]:
-    """Video output stems whose NAME_mask/ folder holds no image output of the same run (installing
-    the folder replaces it whole): "clip" becomes "clip-2" when an image is named "clip_mask/...". """
-    taken = {n.lower() for n in image_names}
-    out = []
-    for video in videos:
-        name, n = video.name, 1
-        while any(t.startswith(f"{name.lower()}_mask/") for t in taken):
-            n += 1
-            name = f"{video.name}-{n}"
-        out.append(dataclasses.replace(video, name=name))
-    return out
-
-
-def _previous_summary(out: Path) -> dict[str, dict]:
-    try:
-        data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        return {entry["input"]: entry for entry in data.get("images", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
-def _write_outputs(result, paths: dict[str, Path], alpha: float, title: str, low_confidence: float = 0.0) -> None:
-    from .visualize import heat_palette, outline_low_confidence
-
-    if "mask" in paths:
-        save_mask_png(paths["mask"], result.labels, result.palette)
-    if "confidence" in paths:
-        save_mask_png(paths["confidence"], result.confidence, heat_palette())
-    if "overlay" in paths:
-        rgb = result.overlay(alpha)
-        if result.confidence is not None and low_confidence > 0:
-            rgb = outline_low_confidence(rgb, result.confidence, threshold=low_confidence, width=max(1, round(max(rgb.shape[:2]) / 500)))
-        save_image(paths["overlay"], rgb)
-    if "figure" in paths:
-        fig = result.figure(title=title)
-        with atomic_open(paths["figure"]) as f:
-            fig.savefig(f, format="png", dpi=100)
-
-
-def _summary_entry(img: InputImage, result, paths: dict[str, Path], out: Path) -> dict:
-    h, w = result.labels.shape
-    return {
-        "input": img.label,
-        "width": w,
-        "height": h,
-        "seconds": round(result.seconds, 4),
-        "classes": [
-            {"index": c.index, "name": c.name, "pixels": c.pixels, "fraction": round(c.fraction, 6), "color": list(c.color)}
-            | ({"mean_confidence": round(c.confidence, 4)} if c.confidence is not None else {})
-            for c in result.classes
-        ],
-        "outputs": {k: p.relative_to(out).as_posix() for k, p in paths.items()},
-    }
-
-
-def _write_summary(out: Path, meta: dict, entries: list[dict], failures: list[dict]) -> None:
-    write_json(out / "summary.json", {**meta, "images": entries, "failed": failures})
-    rows = [
-        {"input": e["input"], "width": e["width"], "height": e["height"], "seconds": e["seconds"], "class_index": c["index"], "class_name": c["name"], "fraction": c["fraction"]}
-        for e in entries
-        for c in e["classes"]
-    ]
-    write_csv(out / "summary.csv", rows, ["input", "width", "height", "seconds", "class_index", "class_name", "fraction"])
-
-
 def _calibration_images(folder: Path | None, limit: int = 16) -> list:
     """Up to ``limit`` images for int8 calibration: from ``folder``, or the bundled examples."""
     if folder is None:
@@ -371,185 +295,53 @@ def _calibration_images(folder: Path | None, limit: int = 16) -> list:
     return [load_image(p) for p in paths[:limit]]
 
 
-def _segmenter(args: argparse.Namespace, **extra):
-    """A Segmenter from the flags `segment` and `eval` share (model, weights, device, backend...)."""
-    from .inference import Segmenter
+# Library words -> this command's flags, in messages from seglens.pipeline ("tile=" -> "--tile").
+_API_TERMS = re.compile(
+    r"(?<![\w?&=/.'\"-])(out|outputs|max_pixels|tile|scale|overlap|alpha|low_confidence|url_timeout|url_max_mb|vid_stride"
+    r"|mask_format|workers|batch_size|device|backend|precision|seed|calibration)="
+)
 
-    calibration = _calibration_images(args.calibrate) if args.precision == "int8" else None
-    return Segmenter(
-        args.model,
-        weights=args.weights,
-        device=args.device,
-        progress=not args.quiet,
-        seed=args.seed,
-        backend=args.backend,
-        precision=args.precision,
-        calibration=calibration,
-        **extra,
-    )
+
+def _flag_words(message: str) -> str:
+    return _API_TERMS.sub(lambda m: "--calibrate " if m[1] == "calibration" else "--" + m[1].replace("_", "-"), message)
 
 
 def _cmd_segment(args: argparse.Namespace, err) -> int:
+    """Flags in, one seglens.pipeline.segment call, its events and summary line out."""
     from tqdm import tqdm
 
-    found, problems = find_images(args.inputs, suffixes=IMAGE_EXTENSIONS | VIDEO_SUFFIXES, exclude=[args.out])
-    if not found:
-        detail = "; ".join(f"{source}: {reason}" for source, reason in problems)
-        err(f"error: no images found ({detail}); give image or video files, folders, glob patterns or http(s) URLs")
-        return EXIT_CANNOT_START
-    for source, reason in problems:
-        err(f"error: {source}: {reason}")
-    videos = [f for f in found if not f.is_url and is_video(f.path)]
-    images = [f for f in found if f.is_url or not is_video(f.path)]
-    image_outputs = args.outputs or DEFAULT_OUTPUTS
-    video_outputs = tuple(k for k in (args.outputs or ("overlay",)) if k in ("overlay", "mask"))
-    if videos and args.outputs and set(args.outputs) - {"overlay", "mask"} and video_outputs:
-        err(f"note: videos get {','.join(video_outputs)} only ({','.join(sorted(set(args.outputs) - {'overlay', 'mask'}))}: images only)")
-    windows_bar = None
+    from .pipeline import RunError, RunInterrupted, segment
 
-    def window_progress(done: int, total: int) -> None:  # a second bar while a huge image is tiled
-        nonlocal windows_bar
-        if args.quiet or total < 8:
-            return
-        if windows_bar is None:
-            windows_bar = tqdm(total=total, unit="window", desc="windows", file=sys.stderr, leave=False, position=1, dynamic_ncols=True)
-        windows_bar.update(done - windows_bar.n)
-        if done >= total:
-            windows_bar.close()
-            windows_bar = None
+    def on_event(event) -> None:  # tqdm.write: one line above the progress bars
+        if event.kind == "failed":
+            tqdm.write(f"error: {event.input}: {_flag_words(event.message)}", file=sys.stderr)
+        elif event.kind in ("warning", "note"):
+            tqdm.write(f"{event.kind}: {_flag_words(event.message)}", file=sys.stderr)
+        elif event.kind == "item_warning" and args.debug:  # decoder chatter, kept in the summary
+            tqdm.write(f"warning: {event.input}: {event.message}", file=sys.stderr)
+
+    def line(summary) -> str:
+        return f"{summary.segmented} segmented, {summary.skipped} skipped, {len(summary.failures)} failed -> {args.out}/ (summary.json)"
 
     try:
-        scale = args.scale if args.scale is not None else (1.0 if args.resize == "none" else None)
-        seg = _segmenter(args, batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap, confidence="confidence" in image_outputs, window_progress=window_progress)
-    except (WeightsError, ValueError, BackendError, ImageLoadError) as e:
-        err(f"error: {e}")
-        return EXIT_CANNOT_START
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        err(f"error: cannot create output folder {args.out} ({e.strerror}); choose another --out")
-        return EXIT_CANNOT_START
-    if not seg.loaded.meaningful:
-        err(f"warning: weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images")
-
-    meta = {"seglens_version": __version__, "model": args.model, "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device), "batch_size": args.batch_size, "backend": args.backend, "precision": args.precision, "scale": seg.scale, "tile": args.tile, "overlap": args.overlap if args.tile else None}
-    names = _unique_names(images, image_outputs)
-    videos = _reserve_video_names(videos, names)
-    previous = _previous_summary(args.out) if args.skip_existing else {}
-    failures: list[dict] = [{"input": s, "error": r} for s, r in problems]
-    skipped = segmented = 0
-
-    def fail(source: str, reason: str) -> None:
-        failures.append({"input": source, "error": reason})
-        bar.write(f"error: {source}: {reason}", file=sys.stderr)
-
-    todo = []  # (index, InputImage, paths) still to segment
-    done: dict[int, dict] = {}  # index -> summary entry, so the summary keeps input order
-    for i, (img, name) in enumerate(zip(images, names)):
-        paths = {k: args.out / (name + _SUFFIX[k]) for k in image_outputs}
-        if args.skip_existing and all(p.is_file() for p in paths.values()):
-            skipped += 1
-            if img.label in previous:
-                done[i] = previous[img.label]
-        else:
-            todo.append((i, img, paths))
-
-    def write(i, img, paths, result):
-        _write_outputs(result, paths, args.alpha, img.label if img.is_url else img.path.name, args.low_confidence if "confidence" in image_outputs else 0.0)
-        return _summary_entry(img, result, paths, args.out)
-
-    def finish(i, img, future) -> None:
-        nonlocal segmented
-        try:
-            done[i] = future.result()
-            segmented += 1
-        except OSError as e:
-            fail(img.label, f"cannot write outputs ({e}); check free space and permissions of {args.out}")
-        bar.update(1)
-
-    bar = tqdm(total=len(images), initial=skipped, unit="img", desc="segment", file=sys.stderr, disable=args.quiet or not images, dynamic_ncols=True)
-    # Outputs are encoded in a writer thread while the model works on the next images.
-    writer = ThreadPoolExecutor(1, thread_name_prefix="seglens-write")
-    pending: deque = deque()
-    interrupted = False
-    try:
-        # check_size: shapes the model cannot take are refused from the header, before decoding
-        load = lambda item: load_image(item[1].path, max_pixels=args.max_pixels, url_timeout=args.url_timeout, url_max_bytes=round(args.url_max_mb * 2**20), check_size=seg.check_size)  # noqa: E731
-        for (i, img, paths), result in seg.stream(todo, load, workers=args.workers):
-            if isinstance(result, Exception):
-                if args.debug and not isinstance(result, (ImageLoadError, ValueError)):
-                    raise result
-                fail(img.label, getattr(result, "reason", None) or str(result) or type(result).__name__)
-                bar.update(1)
-                continue
-            pending.append((i, img, writer.submit(write, i, img, paths, result)))
-            while pending and (pending[0][2].done() or len(pending) > 2):  # at most 2 results held
-                finish(*pending.popleft())
-        while pending:
-            finish(*pending.popleft())
-        bar.close()
-        for j, video in enumerate(videos):
-            entry = _segment_one_video(args, seg, video, video_outputs, previous, fail)
-            if entry is None:
-                continue
-            if entry.pop("skipped", False):
-                skipped += 1
-            else:
-                segmented += 1
-            done[len(images) + j] = entry
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        while pending:  # every started write completes (or fails) before the summary
-            finish(*pending.popleft())
-        writer.shutdown(wait=True)
-        bar.close()
-        _write_summary(args.out, meta, [done[i] for i in sorted(done)], failures)
-
-    line = f"{segmented} segmented, {skipped} skipped, {len(failures)} failed -> {args.out}/ (summary.json)"
-    if interrupted:
-        err(f"interrupted: {line}; run again with --skip-existing to resume")
+        summary = segment(
+            args.inputs, args.out, model=args.model, weights=args.weights, outputs=args.outputs, skip_existing=args.skip_existing,
+            progress=None if args.quiet else functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True), on_event=on_event,
+            device=args.device, batch_size=args.batch_size, backend=args.backend, precision=args.precision,
+            calibration=args.calibrate, compile=args.compile, seed=args.seed, tile=args.tile, overlap=args.overlap,
+            scale=args.scale if args.scale is not None else (1.0 if args.resize == "none" else None),
+            alpha=args.alpha, low_confidence=args.low_confidence, max_pixels=args.max_pixels, url_timeout=args.url_timeout,
+            url_max_mb=args.url_max_mb, vid_stride=args.vid_stride, mask_format=args.mask_format, workers=args.workers,
+            strict=args.debug,
+        )  # fmt: skip
+    except RunInterrupted as e:
+        err(f"interrupted: {line(e.summary)}; run again with --skip-existing to resume")
         return EXIT_INTERRUPTED
-    err(("done: " if not failures else "finished with errors: ") + line)
-    return EXIT_SOME_FAILED if failures else EXIT_OK
-
-
-def _segment_one_video(args: argparse.Namespace, seg, video: InputImage, outputs: tuple[str, ...], previous: dict, fail) -> dict | None:
-    """One video through video.segment_video with a progress bar in frames; None if it failed
-    (``fail(input, reason)`` told). A partial video (decoding stopped part-way) returns its entry
-    with "error" set, and is reported too."""
-    from tqdm import tqdm
-
-    from .video import probe, segment_video
-
-    label = video.label
-    if not outputs:
-        fail(label, "nothing to write for a video; add overlay and/or mask to --outputs")
-        return None
-    mask_name = video.name + ("_mask" if args.mask_format == "png" else "_mask.mkv")
-    finals = {"overlay": args.out / f"{video.name}_overlay.mp4", "mask": args.out / mask_name}
-    if args.skip_existing and all(finals[k].exists() for k in outputs) and label in previous and not previous[label].get("error"):
-        return {**previous[label], "skipped": True}
-    try:
-        info = probe(video.path)
-    except VideoError as e:
-        fail(label, e.reason)
-        return None
-    total = -(-info.frames // args.vid_stride) if info.frames else None
-    bar = tqdm(total=total, unit="frame", desc=video.path.name, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
-    try:
-        entry = segment_video(seg, video.path, args.out, video.name, outputs=outputs, stride=args.vid_stride, alpha=args.alpha, mask_format=args.mask_format, progress=bar.update, workers=args.workers)
-    except VideoError as e:
-        fail(label, e.reason)
-        return None
-    except OSError as e:
-        fail(label, f"cannot write outputs ({e}); check free space and permissions of {args.out}")
-        return None
-    finally:
-        bar.close()
-    if entry.get("error"):
-        fail(label, entry["error"])
-    return entry
+    except (RunError, WeightsError, ValueError, BackendError, ImageLoadError) as e:
+        err(f"error: {_flag_words(str(e))}")
+        return EXIT_CANNOT_START
+    err(("done: " if summary.ok else "finished with errors: ") + line(summary))
+    return EXIT_OK if summary.ok else EXIT_SOME_FAILED
 
 
 # ---------------------------------------------------------------- bench
@@ -653,54 +445,52 @@ def _cmd_serve(args: argparse.Namespace, err) -> int:
 # ---------------------------------------------------------------- eval
 
 
+def _eval_flag_words(message: str) -> str:
+    """seglens.evaluation's and seglens.datasets' API words -> eval's flags ("ignore_index" -> "--ignore-index")."""
+    message = re.sub(r"\bignore_index\b", "--ignore-index", message)
+    return _flag_words(message.replace("a classes file", "--classes"))
+
+
 def _cmd_eval(args: argparse.Namespace, err) -> int:
+    """Flags in, one seglens.evaluation.evaluate call (which writes the report), its events and summary line out."""
     from tqdm import tqdm
 
-    from .datasets import DatasetError, open_dataset, validate_labels
-    from .evaluate import TTA, EvalConfig, evaluate, write_worst
-    from .report import summary_line, write_report
+    from .datasets import DatasetError
+    from .evaluation import LabelProblemsError, evaluate
+    from .report import summary_line
 
+    def on_event(event) -> None:  # between the progress bars: none is open
+        if event.kind == "label_problems":
+            for p in event.problems[:20]:
+                err(f"label problem: {p.path}: {p.kind}: {p.detail}")
+            if len(event.problems) > 20:
+                err(f"label problem: ... and {len(event.problems) - 20} more (all listed in the report)")
+        else:
+            err(f"{event.kind}: {event.message}")
+
+    if args.compare_tta and args.tta is None:
+        err("error: --compare-tta needs --tta (e.g. --tta flip)")
+        return EXIT_CANNOT_START
     try:
-        tta = TTA.parse(args.tta) if args.tta else None
-        if args.compare_tta and tta is None:
-            raise ValueError("--compare-tta needs --tta (e.g. --tta flip)")
-        dataset = open_dataset(args.dataset, args.root, split=args.split, classes_file=args.classes, ignore_index=args.ignore_index, limit=args.limit)
-        if len(dataset) == 0:
-            raise DatasetError(f"{args.root}: the dataset has no images with masks")
-        seg = _segmenter(args)
-        n = len(seg.categories)
-        if dataset.categories is not None and len(dataset.categories) != n:
-            raise DatasetError(f"{args.classes or args.root}: the dataset has {len(dataset.categories)} classes, the model {n}; pass weights with {len(dataset.categories)} classes or fix the class list")
+        result = evaluate(
+            args.dataset, args.root, model=args.model, weights=args.weights, out=args.out, on_event=on_event,
+            progress=None if args.quiet else functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True),
+            split=args.split, classes=args.classes, ignore_index=args.ignore_index, limit=args.limit, protocol=args.protocol,
+            tta=args.tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width, worst=max(0, args.worst),
+            strict=args.strict, device=args.device, backend=args.backend, precision=args.precision, calibration=args.calibrate,
+            seed=args.seed,
+        )  # fmt: skip
+    except LabelProblemsError as e:
+        err(f"error: {len(e.problems)} label problems; fix them or run without --strict to score anyway")
+        return EXIT_CANNOT_START
     except (DatasetError, WeightsError, ValueError, BackendError, ImageLoadError) as e:
-        err(f"error: {e}")
+        err(f"error: {_eval_flag_words(str(e))}")
         return EXIT_CANNOT_START
-    if not seg.loaded.meaningful:
-        err(f"warning: weights are a {seg.loaded.weights_tag}: the scores measure nothing but the pipeline")
-
-    with tqdm(total=len(dataset), unit="img", desc="check labels", file=sys.stderr, disable=args.quiet, dynamic_ncols=True) as bar:
-        problems = validate_labels(dataset, n, progress=bar.update)
-    for p in problems[:20]:
-        err(f"label problem: {p.path}: {p.kind}: {p.detail}")
-    if len(problems) > 20:
-        err(f"label problem: ... and {len(problems) - 20} more (all listed in the report)")
-    if problems and args.strict:
-        err(f"error: {len(problems)} label problems; fix them or run without --strict to score anyway")
-        return EXIT_CANNOT_START
-
-    protocol = args.protocol or ("native" if args.dataset in ("folder", "ade20k") else "torchvision")
-    if is_hf_model(args.model) and protocol == "torchvision":
-        err("note: Hugging Face models are scored with --protocol native (their own image processor; the torchvision protocol is torchvision's 520-pixel preset)")
-    config = EvalConfig(protocol=protocol, tta=tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width, worst=max(0, args.worst))
-    with tqdm(total=len(dataset), unit="img", desc="eval", file=sys.stderr, disable=args.quiet, dynamic_ncols=True) as bar:
-        result = evaluate(seg, dataset, config, progress=bar.update)
-    for s in result.metrics["skipped"]:
-        err(f"error: {s['error']}")
-    result.metrics["label_problems"] = [dataclasses.asdict(p) for p in problems]
-    result.metrics["worst"] = write_worst(result, args.out, seg, ignore_index=dataset.ignore_index)
-    paths = write_report(result.metrics, args.out)
-    print(summary_line(result.metrics))
-    err(f"report: {paths['html']} ({paths['md'].name}, {paths['metrics'].name})")
-    return EXIT_SOME_FAILED if result.metrics["skipped"] else EXIT_OK
+    for s in result.skipped:
+        err(f"error: {s.error}")
+    print(summary_line(result))
+    err(f"report: {args.out / 'report.html'} (report.md, metrics.json)")
+    return EXIT_SOME_FAILED if result.skipped else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 
+from .evaltypes import LabelProblem  # its home: a leaf that report.py reads without torch
 from .io import ALLOWED_FORMATS, IMAGE_EXTENSIONS, ImageLoadError, load_image
 from .visualize import ADE20K_CATEGORIES
 
@@ -84,24 +85,6 @@ class Sample:
     image: Image.Image
     target: np.ndarray
     instances: tuple[tuple[int, np.ndarray], ...] | None
-
-
-@dataclass(frozen=True)
-class LabelProblem:
-    """One problem found by :func:`validate_labels`.
-
-    Attributes:
-        name: the sample's name.
-        path: the file at fault (the mask; the image for "missing_mask" and unreadable images;
-            the annotation file for COCO segmentations).
-        kind: one of ``PROBLEM_KINDS``.
-        detail: one line saying what is wrong and how to fix it.
-    """
-
-    name: str
-    path: str
-    kind: str
-    detail: str
 
 
 @dataclass(frozen=True)

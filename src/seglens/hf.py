@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import _OFFLINE_ENV, LoadedModel, WeightsError, sha256_file
+from ._weights import OFFLINE_ENV, LoadedModel, WeightsError, is_offline, sha256_file  # the leaf, never .models
 from .visualize import palette_for
 
 __all__ = ["HF_MODELS", "HF_PREFIX", "HFModel", "HFModelRow", "hf_model_rows", "load_hf_model"]
@@ -218,10 +218,6 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-def _offline() -> bool:
-    return os.environ.get(_OFFLINE_ENV, "") not in ("", "0")
-
-
 @contextlib.contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
     """Hide transformers' and huggingface_hub's progress bars for the duration (progress=False),
@@ -356,7 +352,7 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
     except ImportError as e:
         raise WeightsError(f"{name}: needs Hugging Face transformers: {_INSTALL}") from e
     source, revision, local = _resolve(spec)
-    offline = _offline()
+    offline = is_offline()
     # trust_remote_code=False: seglens never runs Python code shipped with a checkpoint.
     kwargs: dict[str, Any] = {"local_files_only": local or offline, "trust_remote_code": False}
     if revision:
@@ -368,10 +364,10 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
                                 "the weights and preprocessor_config.json as save_pretrained writes them")
         from huggingface_hub import constants
 
-        why = f"{_OFFLINE_ENV} is set, so nothing is downloaded" if offline else f"download failed: {_reason(e)}"
+        why = f"{OFFLINE_ENV} is set, so nothing is downloaded" if offline else f"download failed: {_reason(e)}"
         return WeightsError(
             f"{name}: {source} is not in the Hugging Face cache {constants.HF_HUB_CACHE} ({why}); "
-            f"fetch it once online (`hf download {source}`{f', or run without {_OFFLINE_ENV}' if offline else ''}), "
+            f"fetch it once online (`hf download {source}`{f', or run without {OFFLINE_ENV}' if offline else ''}), "
             "or pass a folder: --model hf:/path/to/saved_model"
         )
 

@@ -5,14 +5,13 @@ No printing and no files written here; the CLI and the web server build on this.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -22,26 +21,17 @@ from PIL import Image
 
 from .io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from .models import DEFAULT_MODEL, LoadedModel, is_hf_model, load_model
+from .shapes import _MAX_MODEL_PIXELS, ImageShapeError
+from .shapes import check_size as _check_size
 from .visualize import ClassStat, background_index, class_stats, colorize, figure, overlay, voc_palette
 
-__all__ = ["ImageShapeError", "SegmentationResult", "Segmenter", "resolve_device", "upsample_argmax"]
+__all__ = ["ImageShapeError", "Prediction", "SegmentationResult", "Segmenter", "TTALogits", "resolve_device", "upsample_argmax"]
 
 T = TypeVar("T")
 
 # Upsampled logits are C x H x W float32: 21 classes at 100 MP would be 8.4 GB. Above this many
 # bytes, classes are upsampled a few at a time with a running max (same labels, bounded memory).
 _UPSAMPLE_BUDGET_BYTES = 1024 * 2**20
-# The most pixels the network takes in one pass, and the most pixels of blended logits the tiled
-# path holds (one row of windows across the image): logits are classes x pixels float32, 1.45 GB
-# for 21 classes. A 64:1 panorama resized to torchvision's 520-pixel short side, 33280x520, is
-# exactly this; a 1000:1 one would be a 520 000-pixel-long tensor.
-_MAX_MODEL_PIXELS = 520 * 520 * 64
-# Hugging Face networks fed the image itself (scale and tile modes) need this many pixels per
-# side. Measured (transformers 5.24, eval mode): SegFormer-B0 fails below 29, UperNet-ConvNeXt and
-# BEiT below 32; MobileViT and Mask2Former-Swin run at 1. torchvision's fcn, deeplabv3 and lraspp
-# run on inputs down to 1x1 (and 1x512, 512x1, both memory layouts), so they get no minimum.
-_MIN_HF_SIDE = 32
-_HINT_TILE = 512  # the window size the hints suggest (README: --tile 512)
 _AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # torch backend precisions
 
 
@@ -158,110 +148,6 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> torch.Tensor:
     return w
 
 
-class ImageShapeError(ValueError):
-    """An image this Segmenter cannot process because of its shape, known from its size alone
-    (:meth:`Segmenter.check_size`): too elongated for the model's resize, too many pixels for one
-    pass or for one row of windows, or too small for the network.
-
-    Attributes:
-        size: the image's ``(width, height)``.
-        reason: one line: what the image is and which limit it breaks; names no command-line
-            flag (the web API shows it as is).
-        cli_hint: one line: how to get past it with ``seglens segment``'s flags.
-
-    ``str(e)`` is ``f"{reason}; {cli_hint}"``.
-    """
-
-    def __init__(self, size: tuple[int, int], reason: str, cli_hint: str) -> None:
-        self.size = (int(size[0]), int(size[1]))
-        self.reason, self.cli_hint = reason, cli_hint
-        super().__init__(f"{reason}; {cli_hint}")
-
-    def __reduce__(self):  # picklable across worker processes
-        return (type(self), (self.size, self.reason, self.cli_hint))
-
-
-def _short_side_resize(width: int, height: int, short: int) -> tuple[int, int]:
-    """(width, height) after resizing the short side to ``short``: torchvision's
-    ``_compute_resized_output_size`` (``F.resize(img, [short])``), which transformers copies."""
-    lo, hi = min(width, height), max(width, height)
-    long = int(short * hi / lo)
-    return (short, long) if width <= height else (long, short)
-
-
-def _processor_arrays(processor, width: int, height: int) -> list[tuple[int, int]] | None:
-    """(width, height) of each array a Hugging Face image processor (transformers 5) makes from
-    a ``width`` x ``height`` image, in order, the network input last; None for a resize rule
-    not known here.
-
-    As transformers computes them: ``size`` {height, width}: that size (DPT: scaled as little as
-    possible with ``keep_aspect_ratio``, sides rounded to multiples of ``ensure_multiple_of``);
-    {shortest_edge}: torchvision's rule; {shortest_edge, longest_edge}: ``get_size_with_aspect_ratio``
-    (MaskFormer / Mask2Former then round sides up to multiples of ``size_divisor``);
-    {max_height, max_width}: fitted inside. Then the centre crop to ``crop_size`` (padding what is
-    smaller) and DPT's padding to multiples of ``size_divisor``. A resize is separable, width
-    first (torch's antialiased resize and Pillow's alike), so it also makes an array of the new
-    width and the old height.
-    """
-    steps: list[tuple[int, int]] = []
-    w, h = width, height
-    if getattr(processor, "do_resize", False):
-        size = processor.size
-
-        def get(key: str):
-            return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
-
-        multiple = getattr(processor, "ensure_multiple_of", None)  # DPT's processors only
-        if multiple is not None and get("height") and get("width"):
-            sh, sw = get("height") / h, get("width") / w
-            if getattr(processor, "keep_aspect_ratio", False):
-                if abs(1 - sw) < abs(1 - sh):
-                    sh = sw
-                else:
-                    sw = sh
-            nh, nw = round(sh * h / multiple) * multiple, round(sw * w / multiple) * multiple
-        elif get("shortest_edge") and get("longest_edge"):
-            nh, nw = _size_with_aspect_ratio(h, w, get("shortest_edge"), get("longest_edge"))
-            divisor = getattr(processor, "size_divisor", None)
-            if divisor and type(processor).__name__.startswith(("MaskFormer", "Mask2Former")):
-                nh, nw = math.ceil(nh / divisor) * divisor, math.ceil(nw / divisor) * divisor
-        elif get("shortest_edge"):
-            nw, nh = _short_side_resize(w, h, get("shortest_edge"))
-        elif get("max_height") and get("max_width"):
-            scale = min(get("max_height") / h, get("max_width") / w)
-            nh, nw = int(h * scale), int(w * scale)
-        elif get("height") and get("width"):
-            nh, nw = get("height"), get("width")
-        else:
-            return None
-        steps += [(nw, h), (nw, nh)]
-        w, h = nw, nh
-    crop = getattr(processor, "crop_size", None)
-    if getattr(processor, "do_center_crop", False) and crop is not None:
-        w, h = (crop.get("width"), crop.get("height")) if isinstance(crop, dict) else (crop.width, crop.height)
-        steps.append((w, h))
-    divisor = getattr(processor, "size_divisor", None)
-    if getattr(processor, "ensure_multiple_of", None) is not None and getattr(processor, "do_pad", False) and divisor:
-        w, h = math.ceil(w / divisor) * divisor, math.ceil(h / divisor) * divisor
-        steps.append((w, h))
-    return steps or [(width, height)]
-
-
-def _size_with_aspect_ratio(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
-    """transformers' ``get_size_with_aspect_ratio``: (height, width) with the short side ``size``,
-    unless the long side would pass ``max_size``, then the long side ``max_size``."""
-    raw = None
-    lo, hi = float(min(height, width)), float(max(height, width))
-    if hi / lo * size > max_size:
-        raw = max_size * lo / hi
-        size = int(round(raw))
-    if (height <= width and height == size) or (width <= height and width == size):
-        return height, width
-    if width < height:
-        return (int(raw * height / width) if raw is not None else int(size * height / width)), size
-    return size, (int(raw * width / height) if raw is not None else int(size * width / height))
-
-
 class _Done:
     """A finished 'future' for reading in the caller's thread (workers=0)."""
 
@@ -270,6 +156,30 @@ class _Done:
 
     def result(self):
         return self._value
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class Prediction:
+    """One image's labels from :meth:`Segmenter.predict` / :meth:`Segmenter.predict_tensors`.
+
+    Attributes:
+        labels: (H, W) uint8 class indices at the image's own size.
+        seconds: the image's share of the wall time.
+        confidence: (H, W) uint8, the winning class's probability x 255, when the Segmenter
+            computes confidence (``confidence=True``); else None.
+    """
+
+    labels: np.ndarray
+    seconds: float
+    confidence: np.ndarray | None = None
+
+
+class TTALogits(NamedTuple):
+    """:meth:`Segmenter.logits`: the logits averaged over the augmentations, and the plain
+    member's (scale 1, not mirrored) when it is among them, else None; (N, C, h, w) float32."""
+
+    logits: torch.Tensor
+    plain: torch.Tensor | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,15 +209,55 @@ class SegmentationResult:
         confidence maps) each class's mean confidence."""
         return class_stats(self.labels, self.categories, self.palette, confidence=self.confidence)
 
+    def to_dict(self, *, digits: int | None = 6, hex_colors: bool = False) -> dict:
+        """This result as JSON-ready data: the one serialisation ``summary.json`` (one entry per
+        image), the web API's JSON answer and the video summary (per frame) are made of.
+
+        Args:
+            digits: decimal places of each class's ``fraction``; ``seconds`` and
+                ``mean_confidence`` get ``digits - 2``. None: exact floats.
+            hex_colors: also give each class's colour as ``"hex": "#rrggbb"``.
+
+        Returns:
+            ``{"width", "height", "seconds", "classes"}``: ``classes`` as :attr:`classes`, most
+            pixels first, in :meth:`class_rows`' form.
+        """
+        height, width = self.labels.shape
+        return {
+            "width": width,
+            "height": height,
+            "seconds": self.seconds if digits is None else round(self.seconds, max(0, digits - 2)),
+            "classes": self.class_rows(self.classes, digits=digits, hex_colors=hex_colors),
+        }
+
+    @staticmethod
+    def class_rows(stats: Sequence[ClassStat], *, digits: int | None = 6, hex_colors: bool = False) -> list[dict]:
+        """``ClassStat`` s as JSON rows: ``{"index", "name", "pixels", "fraction", "color"}``, plus
+        ``"hex"`` (with ``hex_colors``) and ``"mean_confidence"`` (for stats that carry one);
+        ``digits`` as in :meth:`to_dict`. Also used for class totals over a video's frames."""
+
+        def rounded(value: float, places: int) -> float:
+            return value if digits is None else round(value, max(0, places))
+
+        rows = []
+        for c in stats:
+            row = {"index": c.index, "name": c.name, "pixels": c.pixels, "fraction": rounded(c.fraction, digits or 0), "color": list(c.color)}
+            if hex_colors:
+                row["hex"] = "#{:02x}{:02x}{:02x}".format(*c.color)
+            if c.confidence is not None:
+                row["mean_confidence"] = rounded(c.confidence, (digits or 0) - 2)
+            rows.append(row)
+        return rows
+
     def colorize(self) -> np.ndarray:
         """(H, W, 3) uint8 colour mask."""
         return colorize(self.labels, self.palette)
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
-        """(H, W, 3) uint8 image with the colour mask blended in (a background class left as is;
-        classes at index 0 that are not background, e.g. ADE20K's "wall", are tinted)."""
-        generic = self.categories[0] == "class 0"  # a fine-tuned head: torchvision trains 0 as background
-        return overlay(self.image, self.labels, self.palette, alpha=alpha, background=0 if generic else background_index(self.categories))
+        """(H, W, 3) uint8 image with the colour mask blended in (a background class left as is,
+        :func:`seglens.visualize.background_index`; classes at index 0 that are not background,
+        e.g. ADE20K's "wall", are tinted)."""
+        return overlay(self.image, self.labels, self.palette, alpha=alpha, background=background_index(self.categories))
 
     def figure(self, *, title: str | None = None):
         """Matplotlib figure: image | colour mask (| confidence heat map), with a legend of the
@@ -441,100 +391,16 @@ class Segmenter:
             return self.model(x)["out"].float()
 
     def check_size(self, width: int, height: int) -> None:
-        """Refuse, from its size alone, an image this Segmenter cannot process.
-
-        Nothing is decoded or resized: :func:`seglens.io.load_image` calls this with the size
-        from the file's header (``check_size=``), :meth:`preprocess` before any resizing. The
-        limit is ``_MAX_MODEL_PIXELS`` (520 x 520 x 64 = 17 305 600 pixels) on what one pass
-        holds, checked for the mode in use:
-
-        - default (``scale=None``): the network input as the weights' preprocessing makes it,
-          computed: torchvision resizes the short side to 520 (so at most 64:1 passes);
-          a Hugging Face image processor as :func:`_processor_arrays` computes it (no side may
-          come out 0, which crashes the processor, and no array of the resize may exceed the
-          larger of the limit and the image itself);
-        - ``scale``: the scaled image, ``max(1, round(side * scale))`` per side;
-        - ``tile``: one row of windows across the scaled image, ``min(tile, height) x width``
-          pixels, whose blended logits the tiled path holds at once;
-        - Hugging Face networks with ``scale`` or ``tile``: at least 32 pixels per scaled side.
-
-        The pixel count of the input itself is :func:`seglens.io.load_image`'s ``max_pixels``.
+        """Refuse, from its size alone, an image this Segmenter cannot process:
+        :func:`seglens.shapes.check_size` with this Segmenter's ``scale``, ``tile`` and the
+        weights' preprocessing. Nothing is decoded or resized: :func:`seglens.io.load_image`
+        calls this with the size from the file's header (``check_size=``), :meth:`preprocess`
+        before any resizing.
 
         Raises:
             ImageShapeError: with a one-line ``reason`` and a ``cli_hint`` that works.
         """
-        w, h = int(width), int(height)
-        if w < 1 or h < 1:
-            raise ImageShapeError((w, h), f"image is {w}x{h}: it has no pixels", "give an image with pixels")
-        limit = _MAX_MODEL_PIXELS
-        if self.scale is None:
-            self._check_default_size(w, h)
-            return
-        sw, sh = max(1, round(w * self.scale)), max(1, round(h * self.scale))
-        at = "" if self.scale == 1 else f" (at scale {self.scale:g}, {sw}x{sh})"
-        hf = is_hf_model(self.loaded.name)
-        if hf and min(sw, sh) < _MIN_HF_SIDE:
-            reason = f"image is {w}x{h}{at}: under the {_MIN_HF_SIDE} pixels per side this model's network needs"
-            raise ImageShapeError((w, h), reason, "use a larger --scale, or neither --scale nor --tile (the model's own resize)")
-        if self.tile is None:
-            if sw * sh > limit:
-                reason = f"image is {w}x{h}{at}: {sw * sh} pixels, above the limit of {limit} pixels for one pass"
-                tile = self._fitting_tile(sw, sh)
-                hint = f"add --tile {tile} (in windows) or use a smaller --scale" if tile else "use a smaller --scale or crop it"
-                raise ImageShapeError((w, h), reason, hint)
-            return
-        band = min(self.tile, sh) * sw
-        if band > limit:
-            reason = (f"image is {w}x{h}{at}: one row of {self.tile}-pixel windows across it holds {min(self.tile, sh)}x{sw} = {band} "
-                      f"pixels of logits, above the limit of {limit}")
-            tile = limit // sw
-            hint = f"use --tile {tile} or smaller, or crop it" if tile >= 32 else "crop it or use a smaller --scale (no --tile size helps an image this thin)"
-            raise ImageShapeError((w, h), reason, hint)
-
-    def _check_default_size(self, w: int, h: int) -> None:
-        """check_size for the weights' own preprocessing (``scale=None``)."""
-        limit = _MAX_MODEL_PIXELS
-        tile = self._fitting_tile(w, h)
-        hint = f"use --tile {tile} (full resolution, in windows) or crop it" if tile else "crop it (it is too thin for --tile too)"
-        tf = self.loaded.transforms
-        if hasattr(tf, "resize_size"):  # torchvision's SemanticSegmentation preset
-            if tf.resize_size is None:  # no resize: the network takes the image as it is
-                if w * h > limit:
-                    raise ImageShapeError((w, h), f"image is {w}x{h}: {w * h} pixels, above the limit of {limit} pixels for one pass", hint)
-                return
-            short = tf.resize_size[0]
-            nw, nh = _short_side_resize(w, h, short)
-            if nw * nh > limit:
-                reason = (f"image is {w}x{h}: the model's resize to a {short}-pixel short side makes it {nw}x{nh}, above the "
-                          f"limit of {limit} pixels for one pass (aspect ratio at most {limit / short / short:g}:1)")
-                raise ImageShapeError((w, h), reason, hint)
-            return
-        processor = getattr(tf, "processor", None)  # a Hugging Face image processor (seglens.hf)
-        arrays = _processor_arrays(processor, w, h) if processor is not None else None
-        for i, (aw, ah) in enumerate(arrays or ()):
-            last = i == len(arrays) - 1
-            # The network input is held to the limit; the processor's arrays on the way may be as
-            # large as the image itself (that is max_pixels' business), not larger.
-            cap = limit if last else max(limit, w * h)
-            if aw < 1 or ah < 1:
-                what = "with no pixels on one side"
-            elif aw * ah > cap:
-                what = f"{aw * ah} pixels, above the limit of {limit}" + ("" if cap == limit else f" and the image's own {w * h}")
-            else:
-                continue
-            made = f"make a {aw}x{ah} network input of it" if last else f"pass it through a {aw}x{ah} array"
-            raise ImageShapeError((w, h), f"image is {w}x{h}: the model's image processor would {made}, {what}", hint)
-        # arrays is None: a preprocessing whose sizes are not known here; preprocess checks its output
-
-    def _fitting_tile(self, sw: int, sh: int) -> int | None:
-        """The window size a hint can suggest for a tiled run over a ``sw`` x ``sh`` (scaled)
-        image: 512, or the largest smaller one whose row of windows fits; None if none >= 32 does."""
-        if is_hf_model(self.loaded.name) and min(sw, sh) < _MIN_HF_SIDE:
-            return None
-        if min(_HINT_TILE, sh) * sw <= _MAX_MODEL_PIXELS:
-            return _HINT_TILE
-        tile = _MAX_MODEL_PIXELS // sw
-        return tile if tile >= 32 else None
+        _check_size(width, height, scale=self.scale, tile=self.tile, transforms=self.loaded.transforms, is_hf=is_hf_model(self.loaded.name))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The network's input for one RGB image.
@@ -564,30 +430,95 @@ class Segmenter:
         """uint8 (..., 3, h, w) -> float32 normalised, as torchvision's SemanticSegmentation does."""
         return TF.normalize(TF.convert_image_dtype(pixels, torch.float), mean=self._mean, std=self._std)
 
-    def predict(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, float]]:
+    # --- for evaluation (seglens.evaluation): the protocols' inputs, test-time augmentation ---
+
+    @property
+    def reference_short_side(self) -> int | None:
+        """The short side torchvision's reference evaluation (``SegmentationPresetEval``) resizes
+        images and targets to: the weights' preset ``resize_size`` (520 for torchvision's
+        weights); None for models without torchvision's preset (Hugging Face checkpoints)."""
+        tf = self.loaded.transforms
+        if not all(hasattr(tf, a) for a in ("resize_size", "mean", "std")) or not tf.resize_size:
+            return None
+        return int(tf.resize_size[0])
+
+    def network_input(self, image: Image.Image, *, resize: bool = True) -> torch.Tensor:
+        """(3, h, w) float32 network input of one RGB image, for :meth:`logits`.
+
+        Args:
+            image: an RGB image.
+            resize: True: as :meth:`preprocess` makes it (the weights' resize, or ``scale``);
+                False: the image at its own size, scaled to 0..1 and normalised with the
+                weights' mean and std (what torchvision's preset does after its resize).
+
+        Raises:
+            ValueError: for a tiled Segmenter (``tile``): its input is windows, not one tensor.
+            ImageShapeError: as :meth:`preprocess` (with ``resize``).
+        """
+        if self.tile is not None:
+            raise ValueError("a tiled Segmenter (tile=...) runs windows, not one network input; use one without tile")
+        return self.preprocess(image) if resize else self._normalize(TF.pil_to_tensor(image))
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor, *, scales: Sequence[float] = (1.0,), flip: bool = False) -> TTALogits:
+        """Logits of a batch of network inputs, averaged over test-time augmentations.
+
+        For each scale the batch is resized (bilinear, antialiased when shrinking) and run, also
+        mirrored with ``flip`` (its logits mirrored back), and the logits resized back to the
+        input's size; the mean of all of them is returned. ``scales=(1.0,)`` without flip: the
+        network's logits as they are.
+
+        Args:
+            batch: (N, 3, h, w) inputs from :meth:`network_input`, stacked.
+            scales: factors of the input's size.
+            flip: also run each scale mirrored left-right.
+
+        Returns:
+            TTALogits ``(logits, plain)``: (N, C, h, w) float32 on the model's device.
+        """
+        if not scales:
+            raise ValueError("scales: give at least one scale, e.g. (1.0,)")
+        h, w = batch.shape[-2:]
+        total, count, plain = None, 0, None
+        for s in scales:
+            xs = batch
+            if s != 1.0:
+                size = (max(1, round(h * s)), max(1, round(w * s)))
+                xs = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
+            for mirrored in (False, True) if flip else (False,):
+                out = self.run(xs.flip(-1) if mirrored else xs).float().contiguous()
+                if mirrored:
+                    out = out.flip(-1)
+                if s != 1.0:
+                    out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+                if s == 1.0 and not mirrored:
+                    plain = out
+                total = out.clone() if total is None else total.add_(out)
+                count += 1
+        return TTALogits(total / count, plain)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         """Label maps for RGB PIL images of any sizes, in input order.
 
         Returns:
-            One ``(labels, seconds)`` per image: labels (H, W) uint8 at the image's own size,
-            seconds its share of the wall time; ``(labels, seconds, confidence)`` when the
-            Segmenter computes confidence.
+            One :class:`Prediction` per image: ``labels`` (H, W) uint8 at the image's own size,
+            ``seconds`` its share of the wall time, ``confidence`` when the Segmenter computes it.
         """
         return self.predict_tensors([self.preprocess(im) for im in images], [(im.height, im.width) for im in images])
 
     @torch.inference_mode()
-    def predict_tensors(self, tensors: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, float]]:
+    def predict_tensors(self, tensors: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
         """Like :meth:`predict`, for tensors from :meth:`preprocess` and the (H, W) to upsample to.
 
         Tensors of equal shape are batched together, ``batch_size`` at a time.
-        Returns one ``(labels, seconds)`` per tensor, or ``(labels, seconds, confidence)`` when
-        the Segmenter computes confidence (uint8 (H, W), probability x 255).
+        Returns one :class:`Prediction` per tensor, in order.
         """
-        out: list[tuple | None] = [None] * len(tensors)
+        out: list[Prediction | None] = [None] * len(tensors)
         if self.tile is not None:
             for i, t in enumerate(tensors):
                 t0 = time.perf_counter()
-                labels, conf = self._tiled(t, tuple(sizes[i]))
-                out[i] = (labels, time.perf_counter() - t0) + ((conf,) if self.confidence else ())
+                labels, conf = self._tiled(t, tuple(sizes[i]))  # conf: None without self.confidence
+                out[i] = Prediction(labels, time.perf_counter() - t0, conf)
             return out  # type: ignore[return-value]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, t in enumerate(tensors):
@@ -601,12 +532,13 @@ class Segmenter:
                 share = (time.perf_counter() - t0) / len(chunk)
                 for j, i in enumerate(chunk):
                     t1 = time.perf_counter()
+                    conf = None
                     if self.confidence:
-                        labels, conf = upsample_argmax(logits[j], tuple(sizes[i]), confidence=True, scores=self.loaded.scores)
-                        extra = (_quantize(conf),)
+                        labels, raw = upsample_argmax(logits[j], tuple(sizes[i]), confidence=True, scores=self.loaded.scores)
+                        conf = _quantize(raw)
                     else:
-                        labels, extra = upsample_argmax(logits[j], tuple(sizes[i])), ()
-                    out[i] = (labels.to(torch.uint8).cpu().numpy(), share + time.perf_counter() - t1) + extra
+                        labels = upsample_argmax(logits[j], tuple(sizes[i]))
+                    out[i] = Prediction(labels.to(torch.uint8).cpu().numpy(), share + time.perf_counter() - t1, conf)
         return out  # type: ignore[return-value]
 
     def _tiled(self, pixels: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -725,8 +657,8 @@ class Segmenter:
                     if tensor is None:
                         yield src, image
                     else:
-                        labels, seconds, *conf = next(predictions)
-                        yield src, SegmentationResult(labels=labels, image=image, categories=self.categories, palette=self.palette, seconds=seconds, confidence=conf[0] if conf else None)
+                        p = next(predictions)
+                        yield src, SegmentationResult(labels=p.labels, image=image, categories=self.categories, palette=self.palette, seconds=p.seconds, confidence=p.confidence)
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -750,7 +682,7 @@ class Segmenter:
         single = not isinstance(images, (list, tuple))
         pil = [self._as_image(x) for x in ([images] if single else images)]
         results = [
-            SegmentationResult(labels=labels, image=im, categories=self.categories, palette=self.palette, seconds=sec, confidence=conf[0] if conf else None)
-            for im, (labels, sec, *conf) in zip(pil, self.predict(pil))
+            SegmentationResult(labels=p.labels, image=im, categories=self.categories, palette=self.palette, seconds=p.seconds, confidence=p.confidence)
+            for im, p in zip(pil, self.predict(pil))
         ]
         return results[0] if single else results

@@ -12,16 +12,20 @@ model with ``weights=None`` and loads the state dict itself:
    ``$TORCH_HOME/hub/checkpoints`` (temp file + rename, progress bar, hash-prefix check);
 2. full SHA-256 of the cached file compared with the pinned digest, before unpickling, every time;
 3. ``torch.load(path, weights_only=True)``.
+
+:func:`load_model` dispatches by the name's source, as timm's ``create_model`` reads ``hf-hub:``
+names: ``"hf:<repo-or-folder>"`` goes to :func:`seglens.hf.load_hf_model` (imported only then),
+any other name to torchvision's registry here. What both loaders share (:class:`LoadedModel`,
+:class:`WeightsError`, :func:`sha256_file`, the ``SEGLENS_OFFLINE`` switch) lives in the leaf
+module ``seglens._weights`` and is re-exported here, so ``seglens.hf`` never imports this module.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,6 +33,8 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models import get_model, get_model_weights
+
+from ._weights import OFFLINE_ENV, LoadedModel, WeightsError, is_offline, sha256_file
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -61,11 +67,9 @@ OFFICIAL_SHA256: Mapping[str, str] = {
 # The layer whose output channels are the classes, per family (used to read num_classes off a
 # user's state dict, so fine-tuned checkpoints with other class counts load too).
 _HEAD_KEYS = ("classifier.4.weight", "classifier.high_classifier.weight")
-_OFFLINE_ENV = "SEGLENS_OFFLINE"
-
-
-class WeightsError(Exception):
-    """Weights that cannot be found, downloaded, verified or loaded. The message is one line."""
+# Model sources, by name prefix ("<source>:<name>"); a name without one is torchvision's.
+_TORCHVISION = "torchvision"
+_HF = "hf"
 
 
 @dataclass(frozen=True)
@@ -85,32 +89,23 @@ class ModelInfo:
     cached: bool
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready for inference (eval mode, on CPU) and what describes it."""
-
-    name: str
-    model: nn.Module
-    categories: tuple[str, ...]
-    transforms: Callable  # torchvision's SemanticSegmentation preset for these weights
-    weights: str  # "official", "random" or the local file's path
-    weights_tag: str  # human-readable: weights enum name, or file name, plus sha256 prefix
-    sha256: str | None
-    meaningful: bool  # False for random weights: the labels mean nothing
-    # Optional, for model families beyond torchvision's (seglens.hf):
-    palette: Any = None  # (256, 3) uint8 colours, index = label; None: the VOC palette
-    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std) on 0..1 RGB; None: from transforms
-    scores: str = "logits"  # what the network's "out" holds: "logits" (softmax -> probabilities) or "probs"
-
-
 def list_models() -> list[str]:
     """Names of torchvision's semantic-segmentation builders, sorted."""
     return sorted(torchvision.models.list_models(module=torchvision.models.segmentation))
 
 
+def _split_source(name: object) -> tuple[str, object]:
+    """``name`` -> (its source, the name within that source), as timm's ``parse_model_name``:
+    ``"hf:org/repo"`` -> ``("hf", "org/repo")``; ``"fcn_resnet50"`` -> ``("torchvision", "fcn_resnet50")``
+    (anything not an ``"hf:"`` string is torchvision's, whose registry refuses what it lacks)."""
+    if isinstance(name, str) and name.startswith(_HF + ":"):
+        return _HF, name[len(_HF) + 1 :]
+    return _TORCHVISION, name
+
+
 def is_hf_model(name: object) -> bool:
     """True for ``"hf:<repo-or-folder>"``: a Hugging Face checkpoint, loaded by :mod:`seglens.hf`."""
-    return isinstance(name, str) and name.startswith("hf:")
+    return _split_source(name)[0] == _HF
 
 
 def _default_weights(name: str):
@@ -146,15 +141,6 @@ def model_info(name: str) -> ModelInfo:
         filename=_filename(w.url),
         cached=cached_weights_path(name).is_file(),
     )
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -197,8 +183,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _download(url: str, dst: Path, *, progress: bool) -> None:
     """Download the official file into the cache (temp file + rename, hash-prefix check)."""
-    if os.environ.get(_OFFLINE_ENV, "") not in ("", "0"):
-        raise OSError(f"{_OFFLINE_ENV} is set")
+    if is_offline():
+        raise OSError(f"{OFFLINE_ENV} is set")
     dst.parent.mkdir(parents=True, exist_ok=True)
     prefix = dst.stem.rsplit("-", 1)[-1]
     torch.hub.download_url_to_file(url, str(dst), hash_prefix=prefix, progress=progress)
@@ -277,15 +263,21 @@ def load_model(
     Raises:
         WeightsError: unknown model, weights missing, unverifiable or unfit; one-line message.
     """
-    if is_hf_model(name):
+    source, spec = _split_source(name)
+    if source == _HF:
         if weights not in (None, "official"):
             raise WeightsError(
                 f"{name}: Hugging Face checkpoints carry their own weights; --weights {weights!s} does not apply "
                 "(leave it at 'official', or save your weights with save_pretrained and pass hf:FOLDER)"
             )
-        from .hf import load_hf_model  # lazy: transformers is an optional extra
+        from .hf import load_hf_model  # lazy: transformers is an optional extra; hf never imports models
 
-        return load_hf_model(name[len("hf:"):], progress=progress)
+        return load_hf_model(spec, progress=progress)
+    return _load_torchvision(spec, weights=weights, progress=progress, seed=seed)
+
+
+def _load_torchvision(name: str, *, weights: str | os.PathLike | None, progress: bool, seed: int) -> LoadedModel:
+    """:func:`load_model` for a torchvision builder name."""
     w = _default_weights(name)
     categories = tuple(w.meta["categories"])
     choice = "official" if weights is None else weights

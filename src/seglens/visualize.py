@@ -500,6 +500,7 @@ _VOC_CATEGORIES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 _BACKGROUND_NAMES = frozenset({"background", "bg", "unlabeled", "unlabelled", "void", "other", "none", "ignore"})
+_GENERIC_FIRST = "class 0"  # seglens.models' name for class 0 of a head without class names
 # Fraction of positions whose names must agree (after _name_key) for a class list to count as a
 # dataset's: tolerates checkpoints that spell a few classes differently ("window " for
 # "windowpane", "street lamp" for "streetlight" in detectron2's ADE20K list), never a reordering.
@@ -579,9 +580,18 @@ def background_index(categories: Sequence[str]) -> int | None:
     """0 when the first class is a background / unlabelled class ("__background__", "background",
     "unlabeled", "void", "other"), else None (e.g. ADE20K's class 0 is "wall", Cityscapes' "road").
 
-    Use it as ``overlay(..., background=background_index(categories))`` so that real classes at
-    index 0 are tinted too."""
-    return 0 if len(categories) and _name_key(categories[0]) in _BACKGROUND_NAMES else None
+    Also 0 for the generic names seglens gives a torchvision head without class names ("class 0",
+    "class 1", ...: :func:`seglens.models.load_model`): torchvision's recipe trains class 0 as
+    background.
+
+    The one background rule: overlays leave this class untinted
+    (:meth:`seglens.inference.SegmentationResult.overlay`), video legends leave it out and
+    generated palettes keep it black. Use it as ``overlay(..., background=background_index(categories))``
+    so that real classes at index 0 are tinted too."""
+    if not len(categories):
+        return None
+    first = str(categories[0])
+    return 0 if first == _GENERIC_FIRST or _name_key(first) in _BACKGROUND_NAMES else None
 
 
 def palette_for(categories: Sequence[str]) -> np.ndarray:

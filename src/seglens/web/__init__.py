@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING
 
 __all__ = ["DEFAULT_SERVE_MAX_PIXELS", "create_app", "serve"]
 
-# 50 MP covers 48 MP phone photos (8000 x 6000); one such job peaks near 2.5 GB (RGB image,
-# chunked upsampling, overlay), so a server should not accept the CLI's 100 MP by default.
-# Defined here, not in .app, so the CLI can show it without importing FastAPI.
-DEFAULT_SERVE_MAX_PIXELS = 50_000_000
+from ._limits import DEFAULT_SERVE_MAX_PIXELS
+
 _LAZY = ("create_app", "serve")
 
 if TYPE_CHECKING:  # pragma: no cover

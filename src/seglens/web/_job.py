@@ -95,26 +95,15 @@ def _overlay_jpeg(result: SegmentationResult, alpha: float) -> bytes:
 
 
 def _json_body(name: str, segmenter: Segmenter, result: SegmentationResult, mask_png: bytes, timing: dict[str, float]) -> bytes:
-    height, width = result.labels.shape
-    classes = [
-        {
-            "index": c.index,
-            "name": c.name,
-            "pixels": c.pixels,
-            "fraction": c.fraction,
-            "color": list(c.color),
-            "hex": "#{:02x}{:02x}{:02x}".format(*c.color),
-        }
-        for c in result.classes
-    ]
+    described = result.to_dict(digits=None, hex_colors=True)  # exact fractions, "#rrggbb" colours
     body = {
         "model": name,
         "architecture": segmenter.loaded.name,
         "weights": segmenter.loaded.weights_tag,
         "meaningful": segmenter.loaded.meaningful,
-        "width": width,
-        "height": height,
-        "classes": classes,
+        "width": described["width"],
+        "height": described["height"],
+        "classes": described["classes"],
         "timing": timing,
         "mask_png": base64.b64encode(mask_png).decode("ascii"),
     }

@@ -42,11 +42,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from .. import __version__
+from .._version import __version__
 from ..inference import Segmenter
 from ..models import is_hf_model, model_info
 from ..visualize import display_name
-from . import DEFAULT_SERVE_MAX_PIXELS
+from ._limits import DEFAULT_SERVE_MAX_PIXELS
 from ._docs import DOCS_CSP, install_docs
 from ._gate import Admission, Guard, UploadGate, normalize_hosts, upload_too_large
 from ._job import ApiError, Encoded, probe_upload, run_job

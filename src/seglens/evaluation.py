@@ -1,0 +1,520 @@
+"""Score a Segmenter on a labelled dataset: protocols, test-time augmentation, failure analysis.
+
+:func:`evaluate` is ``seglens eval`` as a library call (``seglens.evaluate``); :func:`score_dataset`
+is its scoring loop, for a Segmenter and a dataset already at hand. No printing here: progress
+goes to bars from a factory and events to a callback; the CLI renders both. Metric definitions
+live in :mod:`seglens.metrics`, dataset reading in :mod:`seglens.datasets`, the result types in
+:mod:`seglens.evaltypes` (re-exported here), rendering in :mod:`seglens.report`.
+
+Protocols:
+
+- ``torchvision`` (default for ``voc`` and ``coco-voc``): what torchvision's reference
+  ``SegmentationPresetEval(base_size=520)`` does, image resized to a 520-pixel short side with
+  PIL bilinear, target with nearest, metrics at that size, batch 1. With the official weights on
+  COCO val2017 this is the protocol of the published mIoU / pixel accuracy.
+- ``native`` (default for ``folder`` and ``ade20k``): the Segmenter's own path
+  (``weights.transforms()``, logits upsampled to the image's original size), metrics at full
+  resolution against the untouched target.
+
+Models without torchvision's preset (Hugging Face checkpoints, ``hf:<repo>``) are always scored
+with ``native``, whatever the config asks; ``settings.protocol`` names the protocol used. The
+520-pixel torchvision protocol means nothing for them, while ``native`` runs the checkpoint's
+own image processor and scores at each image's original size against the untouched annotation,
+which is how their published numbers were measured (MMSegmentation, the SegFormer and
+Mask2Former code all resize predictions back to the original image). What can still differ is
+the resize before the network: Hugging Face's processors resize as their configs say (e.g.
+SegFormer to a fixed 512 x 512 square, where MMSegmentation keeps the aspect ratio with a
+512-pixel short side), so expect numbers close to, not equal to, the published ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import heapq
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.models import get_model_weights
+
+from ._version import __version__
+from .datasets import DatasetError, Sample, SegmentationDataset, open_dataset, validate_labels
+from .evaltypes import (
+    PROTOCOLS,
+    TTA,
+    BoundaryAnalysis,
+    ClassScore,
+    ConfusionPair,
+    DatasetInfo,
+    EvalConfig,
+    EvalEvent,
+    EvalResult,
+    EvalSettings,
+    ImageScore,
+    LabelProblem,
+    Published,
+    ScorePair,
+    SizeAnalysis,
+    SizeBucket,
+    SkippedImage,
+    TTAComparison,
+    WorstImage,
+)
+from .inference import Segmenter, upsample_argmax
+from .io import atomic_open, bundled_examples, find_images, load_image
+from .metrics import ABSENT_RULE, SIZE_BUCKETS, BoundaryAccuracy, ConfusionMatrix, SizeRecall, image_scores, scores, top_confusions
+from .models import DEFAULT_MODEL
+from .visualize import comparison_figure, display_name
+
+__all__ = [
+    "PROTOCOLS",
+    "TTA",
+    "EvalConfig",
+    "EvalEvent",
+    "EvalResult",
+    "LabelProblemsError",
+    "WorstImage",
+    "default_protocol",
+    "evaluate",
+    "score_dataset",
+    "write_worst",
+]
+
+_PUBLISHED_KEY = "COCO-val2017-VOC-labels"  # torchvision's weights meta: where its numbers come from
+# Options of evaluate(), as seglens eval's flags, with their defaults.
+_MODEL_OPTIONS = {"device": "auto", "backend": "torch", "precision": "fp32", "calibration": None, "seed": 0}
+_DATA_OPTIONS = {"split": "val", "classes": None, "ignore_index": 255, "limit": None}
+_CONFIG_OPTIONS = {"protocol": None, "tta": None, "compare_tta": False, "boundary_width": 5, "worst": 8}
+_RUN_OPTIONS = {"strict": False, "check_labels": True}
+
+
+class LabelProblemsError(DatasetError):
+    """``strict=True`` and the label check found problems; nothing was scored.
+
+    Attributes:
+        problems: all of them, in sample order.
+    """
+
+    def __init__(self, problems: Sequence[LabelProblem]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0]
+        n = len(self.problems)
+        super().__init__(f"{n} label problem{'' if n == 1 else 's'} (first: {first.path}: {first.kind}: {first.detail}); "
+                         "fix them or pass strict=False to score anyway")  # fmt: skip
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.problems,))
+
+
+def default_protocol(kind: str) -> str:
+    """The protocol a dataset kind is scored with unless told: ``torchvision`` for voc and
+    coco-voc (the published numbers' protocol), ``native`` for folder and ade20k."""
+    return "native" if kind in ("folder", "ade20k") else "torchvision"
+
+
+# --- scoring -------------------------------------------------------------------------------
+
+
+def _torchvision_inputs(seg: Segmenter, sample: Sample) -> tuple[torch.Tensor, np.ndarray, Image.Image]:
+    """Image and target as references/segmentation's SegmentationPresetEval(base_size=520) makes them."""
+    size = seg.reference_short_side  # the 520 base size (and the mean and std) come from the weights
+    image = TF.resize(sample.image, size, interpolation=TF.InterpolationMode.BILINEAR)
+    target = TF.resize(Image.fromarray(sample.target), size, interpolation=TF.InterpolationMode.NEAREST)
+    return seg.network_input(image, resize=False), np.asarray(target), image
+
+
+def _resize_instances(instances, size: tuple[int, int]):
+    if instances is None:
+        return None
+    h, w = size
+    return [(c, np.asarray(Image.fromarray(m.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)).astype(bool)) for c, m in instances]
+
+
+def _labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits.argmax(0).to(torch.uint8).cpu().numpy()
+    return upsample_argmax(logits, size).to(torch.uint8).cpu().numpy()
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round(100.0 * float(x), 4)
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 4)
+
+
+def _published(settings: EvalSettings) -> Published | None:
+    """The numbers torchvision publishes for the model, when this run measured the same thing."""
+    d = settings.dataset
+    if d.kind != "coco-voc" or settings.protocol != "torchvision" or d.split != "val":
+        return None
+    meta = get_model_weights(settings.model).DEFAULT.meta.get("_metrics", {}).get(_PUBLISHED_KEY)
+    if not meta:
+        return None
+    source = f"torchvision weights meta, {_PUBLISHED_KEY}"
+    if settings.weights != "official":
+        source += " (for the official weights; these are not them)"
+    return Published(miou=meta["miou"], pixel_acc=meta["pixel_acc"], source=source)
+
+
+def _settings(seg: Segmenter, dataset: SegmentationDataset, images: int, protocol: str, tta: TTA | None) -> EvalSettings:
+    """The run's settings; model metadata from the Segmenter's LoadedModel (name, weights, digest)."""
+    model = seg.loaded
+    return EvalSettings(
+        seglens_version=__version__,
+        model=model.name,
+        weights=model.weights,
+        weights_sha256=model.sha256,
+        device=str(seg.device),
+        dataset=DatasetInfo(dataset.kind, str(dataset.root), dataset.split, images, dataset.ignore_index),
+        protocol=protocol,
+        tta=str(tta) if tta else None,
+        backend=seg.backend,
+        precision=seg.precision,
+        weights_tag=model.weights_tag,
+        weights_meaningful=model.meaningful,
+    )
+
+
+def score_dataset(
+    seg: Segmenter,
+    dataset: SegmentationDataset,
+    config: EvalConfig = EvalConfig(),
+    *,
+    progress: Callable[[int], None] | None = None,
+    label_problems: Sequence[LabelProblem] = (),
+) -> EvalResult:
+    """Score ``seg`` on every sample of ``dataset`` (no label check: see :func:`evaluate`).
+
+    Args:
+        seg: the model to score, not tiled (batch size is ignored: batch 1, as the protocols
+            specify).
+        dataset: from :func:`seglens.datasets.open_dataset`.
+        config: protocol, TTA and analysis settings; a model without torchvision's preset
+            (``hf:`` checkpoints) is scored with ``native`` (see the module docstring).
+        progress: called with 1 after each image.
+        label_problems: what a label check found, kept in the result.
+
+    Returns:
+        The :class:`EvalResult`; its worst images hold their pixels, no files yet (:func:`write_worst`).
+    """
+    if seg.tile is not None:
+        raise ValueError("evaluation scores whole images: use a Segmenter without tile=")
+    protocol = config.protocol or default_protocol(dataset.kind)
+    if seg.reference_short_side is None:
+        protocol = "native"
+    n = len(seg.categories)
+    ignore = dataset.ignore_index
+    names = [display_name(c) for c in seg.categories]
+    cm, cm_plain = ConfusionMatrix(n), ConfusionMatrix(n)
+    size_recall, boundary = SizeRecall(), BoundaryAccuracy()
+    per_image: list[ImageScore] = []
+    worst: list[tuple[float, int, WorstImage]] = []  # max-heap by mIoU via negation
+    tta = config.tta or TTA()
+    compare = config.compare_tta and config.tta is not None
+    start = time.perf_counter()
+    skipped: list[SkippedImage] = []
+    for i in range(len(dataset)):
+        try:
+            sample = dataset[i]
+        except DatasetError as e:  # one unreadable pair must not end a long run
+            skipped.append(SkippedImage(i, str(e)))
+            if progress:
+                progress(1)
+            continue
+        if protocol == "torchvision":
+            x, target, shown = _torchvision_inputs(seg, sample)
+            instances = _resize_instances(sample.instances, target.shape)
+        else:
+            x, target, shown, instances = seg.network_input(sample.image), sample.target, sample.image, sample.instances
+        logits, plain = seg.logits(x[None], scales=tta.scales, flip=tta.flip)
+        pred = _labels(logits[0], target.shape)
+        cm.update(target, pred)
+        if compare:
+            plain = seg.logits(x[None]).logits if plain is None else plain
+            cm_plain.update(target, _labels(plain[0], target.shape))
+        size_recall.update(target, pred, num_classes=n, ignore_index=ignore, instances=instances)
+        boundary.update(target, pred, width=config.boundary_width, ignore_index=ignore)
+        s = image_scores(target, pred, n)
+        per_image.append(ImageScore(sample.name, _pct(s.miou), _pct(s.pixel_acc)))
+        if config.worst and not math.isnan(s.miou):
+            item = (-s.miou, -i, WorstImage(sample.name, _pct(s.miou), None, np.asarray(shown.convert("RGB")), target, pred))
+            if len(worst) < config.worst:
+                heapq.heappush(worst, item)
+            elif item[:2] > worst[0][:2]:
+                heapq.heapreplace(worst, item)
+        if progress:
+            progress(1)
+    seconds = time.perf_counter() - start
+
+    final = scores(cm.matrix)
+    tta_comparison = None
+    if compare:
+        p = scores(cm_plain.matrix)
+        plain_s, tta_s = ScorePair(_pct(p.miou), _pct(p.pixel_acc)), ScorePair(_pct(final.miou), _pct(final.pixel_acc))
+        tta_comparison = TTAComparison(plain_s, tta_s, _diff(tta_s.miou, plain_s.miou), _diff(tta_s.pixel_acc, plain_s.pixel_acc))
+    unit = "instance masks" if dataset.kind == "coco-voc" else "8-connected components per class"
+    settings = _settings(seg, dataset, len(dataset) - len(skipped), protocol, config.tta)
+    return EvalResult(
+        settings=settings,
+        miou=_pct(final.miou),
+        pixel_acc=_pct(final.pixel_acc),
+        mean_acc=_pct(final.mean_acc),
+        fwiou=_pct(final.fwiou),
+        mean_dice=_pct(final.mean_dice),
+        published=_published(settings),
+        absent_rule=ABSENT_RULE,
+        class_names=tuple(names),
+        per_class={
+            names[c]: ClassScore(
+                name=names[c],
+                index=c,
+                iou=_pct(final.iou[c]),
+                acc=_pct(final.acc[c]),
+                dice=_pct(final.dice[c]),
+                gt_pixels=int(final.gt_pixels[c]),
+                pred_pixels=int(final.pred_pixels[c]),
+                absent=not bool(final.present[c]),
+            )
+            for c in range(n)
+        },
+        confusion_matrix=cm.matrix,
+        top_confusions=tuple(ConfusionPair(names[t.gt], names[t.pred], t.pixels, _pct(t.fraction_of_gt)) for t in top_confusions(cm.matrix, k=10)),
+        size=SizeAnalysis(
+            thresholds=tuple(b[2] for b in SIZE_BUCKETS if b[2] is not None),
+            unit=f"pixels of a ground-truth region at the protocol's resolution ({unit}, background excluded)",
+            buckets={
+                name: SizeBucket(b.regions, b.pixels, b.hit_pixels, _pct(b.pixel_recall), _pct(b.mean_region_recall))
+                for name, b in size_recall.result().items()
+            },
+        ),
+        boundary=_boundary(boundary.result()),
+        per_image=tuple(per_image),
+        worst=tuple(w for _, _, w in sorted(worst, key=lambda t: (-t[0], -t[1]))),
+        tta_comparison=tta_comparison,
+        label_problems=tuple(label_problems),
+        skipped=tuple(skipped),
+        seconds=round(seconds, 3),
+        images_per_s=round(len(dataset) / seconds, 4) if seconds > 0 else None,
+    )
+
+
+def _boundary(b) -> BoundaryAnalysis:
+    return BoundaryAnalysis(b.width, b.band_pixels, _pct(b.band_acc), b.interior_pixels, _pct(b.interior_acc))
+
+
+def write_worst(result: EvalResult, out_dir: str | os.PathLike, seg: Segmenter, *, ignore_index: int | None = None) -> EvalResult:
+    """Render the worst images as image | ground truth | prediction | error map PNGs into
+    ``out_dir/worst/`` and return the result with their ``file`` set (relative to out_dir).
+
+    Worst images without pixels (read back from metrics.json) keep their ``file``.
+    ``ignore_index``: default the dataset's (255 when the result does not say).
+    """
+    out_dir = Path(out_dir)
+    if ignore_index is None:
+        ignore_index = result.settings.dataset.ignore_index if result.settings.dataset.ignore_index is not None else 255
+    worst = []
+    for rank, w in enumerate(result.worst, start=1):
+        if w.image is None or w.target is None or w.pred is None:
+            worst.append(w)
+            continue
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in w.name)[:80]
+        rel = f"worst/{rank:02d}_{safe}.png"
+        miou = "n/a" if w.miou is None else f"{w.miou:.1f}"
+        fig = comparison_figure(w.image, w.target, w.pred, seg.categories, seg.palette, ignore_index=ignore_index, title=f"{w.name}: mIoU {miou}")
+        with atomic_open(out_dir / rel) as f:
+            fig.savefig(f, format="png", dpi=80)
+        worst.append(dataclasses.replace(w, file=rel))
+    return dataclasses.replace(result, worst=tuple(worst))
+
+
+# --- the library call ------------------------------------------------------------------------
+
+
+def evaluate(
+    kind: str | SegmentationDataset,
+    root: str | os.PathLike | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    weights: str | os.PathLike = "official",
+    out: str | os.PathLike | None = None,
+    segmenter: Segmenter | None = None,
+    config: EvalConfig | None = None,
+    progress: bool | Callable[..., Any] | None = None,
+    on_event: Callable[[EvalEvent], None] | None = None,
+    **options: Any,
+) -> EvalResult:
+    """Score a model on a labelled dataset: what ``seglens eval`` does, as a library call.
+
+    The dataset is opened, its labels checked against the model's classes (problems are
+    reported and kept in the result; ``strict`` stops before scoring), every image scored
+    (:func:`score_dataset`) and, with ``out``, the report written: ``metrics.json``,
+    ``report.md``, ``report.html``, ``plots/`` and ``worst/`` as ``seglens eval --out`` writes
+    them.
+
+    Example::
+
+        r = seglens.evaluate("folder", "my_data/", model="lraspp_mobilenet_v3_large", limit=50)
+        r.miou, r.pixel_acc, r.per_class["person"].iou
+
+    Args:
+        kind: ``"voc"``, ``"coco-voc"``, ``"ade20k"`` or ``"folder"`` (see
+            :func:`seglens.datasets.open_dataset`), or a dataset it opened (then no ``root``
+            and no dataset options).
+        root: the dataset's folder.
+        model: a torchvision builder name or ``"hf:<repo-or-folder>"``.
+        weights: ``"official"``, ``"random"`` or a state-dict file.
+        out: report folder; None: nothing is written.
+        segmenter: a ready :class:`~seglens.inference.Segmenter` (e.g. a training loop's) to
+            score instead of building one; ``model``, ``weights`` and the model options then
+            may not be given.
+        config: an :class:`EvalConfig` instead of the options protocol, tta, compare_tta,
+            boundary_width and worst.
+        progress: None or False: no progress bars; True: tqdm bars on stderr (and the weights
+            download's); or a factory called like ``tqdm(total=, unit=, desc=)`` returning an
+            object with ``update(n)`` and ``close()``.
+        on_event: called with an :class:`EvalEvent`: warnings, notes, the label problems found.
+        **options: as ``seglens eval``'s flags.
+            Dataset: ``split`` ("val"), ``classes`` (folder: a file of class names, one per
+            line), ``ignore_index`` (255), ``limit`` (None: all images).
+            Scoring: ``protocol`` (None: torchvision for voc and coco-voc, native for folder
+            and ade20k), ``tta`` (None, ``"flip"``, ``"scales=0.75,1.0,1.25[,flip]"`` or a
+            :class:`TTA`), ``compare_tta`` (False), ``boundary_width`` (5), ``worst`` (8
+            images kept, lowest mIoU first).
+            Labels: ``strict`` (False; True raises :class:`LabelProblemsError` before scoring
+            when the labels have problems), ``check_labels`` (True; False skips the check).
+            Model: ``device`` ("auto"), ``backend`` ("torch"), ``precision`` ("fp32"),
+            ``calibration`` (int8: a folder of images or a list of PIL images; default the
+            bundled examples), ``seed`` (0, for ``weights="random"``).
+
+    Returns:
+        The :class:`EvalResult` (what ``metrics.json`` holds, plus the worst images' pixels).
+
+    Raises:
+        seglens.datasets.DatasetError: the dataset cannot be opened, has no images, or its
+            classes do not match the model's; :class:`LabelProblemsError` with ``strict``.
+        seglens.models.WeightsError, ValueError: the model cannot be built, or a bad option.
+        TypeError: an unknown option.
+    """
+    unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_DATA_OPTIONS) - set(_CONFIG_OPTIONS) - set(_RUN_OPTIONS))
+    if unknown:
+        allowed = [*_DATA_OPTIONS, *_CONFIG_OPTIONS, *_RUN_OPTIONS, *_MODEL_OPTIONS]
+        raise TypeError(f"evaluate() got unknown options {', '.join(unknown)}; options: {', '.join(allowed)}")
+    model_args = ["model"] * (model != DEFAULT_MODEL) + ["weights"] * (weights != "official") + [k for k in _MODEL_OPTIONS if k in options]
+    _refuse_both("segmenter=", segmenter is not None, model_args)
+    _refuse_both("config=", config is not None, [k for k in _CONFIG_OPTIONS if k in options])
+    _refuse_both("a dataset object", isinstance(kind, SegmentationDataset), [k for k in _DATA_OPTIONS if k in options] + (["root"] if root is not None else []))
+    opts = {**_MODEL_OPTIONS, **_DATA_OPTIONS, **_CONFIG_OPTIONS, **_RUN_OPTIONS, **options}
+    config = config or _config(opts)
+    bars = _bar_factory(progress)
+
+    if isinstance(kind, SegmentationDataset):
+        dataset = kind
+    else:
+        if root is None:
+            raise TypeError("evaluate() needs root= (the dataset's folder) with a dataset kind")
+        dataset = open_dataset(kind, root, split=opts["split"], classes_file=opts["classes"], ignore_index=opts["ignore_index"], limit=opts["limit"])
+    if len(dataset) == 0:
+        raise DatasetError(f"{dataset.root}: the dataset has no images with masks")
+    seg = segmenter if segmenter is not None else _build(model, weights, opts, download_progress=bars is not None)
+    if seg.tile is not None:
+        raise ValueError("evaluation scores whole images: use a Segmenter without tile=")
+    n = len(seg.categories)
+    if dataset.categories is not None and len(dataset.categories) != n:
+        where = opts["classes"] or dataset.root
+        raise DatasetError(f"{where}: the dataset has {len(dataset.categories)} classes, the model {n}; "
+                           f"pass weights with {len(dataset.categories)} classes or fix the class list")  # fmt: skip
+    emit = on_event or (lambda event: None)
+    if not seg.loaded.meaningful:
+        emit(EvalEvent("warning", f"weights are a {seg.loaded.weights_tag}: the scores measure nothing but the pipeline"))
+
+    problems: list[LabelProblem] = []
+    if opts["check_labels"] or opts["strict"]:
+        with _Bar(bars, len(dataset), "check labels") as bar:
+            problems = validate_labels(dataset, n, progress=bar.update)
+    if problems:
+        emit(EvalEvent("label_problems", f"{len(problems)} label problem{'' if len(problems) == 1 else 's'}", tuple(problems)))
+        if opts["strict"]:
+            raise LabelProblemsError(problems)
+    if (config.protocol or default_protocol(dataset.kind)) == "torchvision" and seg.reference_short_side is None:
+        emit(EvalEvent("note", "models without torchvision's preset (Hugging Face checkpoints) are scored with the native "
+                               "protocol (their own image processor; the torchvision protocol is torchvision's 520-pixel preset)"))  # fmt: skip
+    with _Bar(bars, len(dataset), "eval") as bar:
+        result = score_dataset(seg, dataset, config, progress=bar.update, label_problems=problems)
+    if out is not None:
+        from .report import write_report
+
+        result = write_worst(result, out, seg)
+        write_report(result, out)
+    return result
+
+
+def _refuse_both(what: str, given: bool, names: list[str]) -> None:
+    if given and names:
+        raise ValueError(f"{', '.join(f'{k}=' for k in names)}: {what} is used as it is; give one or the other")
+
+
+def _config(opts: dict) -> EvalConfig:
+    tta = opts["tta"]
+    if isinstance(tta, str):
+        try:
+            tta = TTA.parse(tta)
+        except ValueError as e:
+            raise ValueError(f"tta={e}") from None
+    return EvalConfig(protocol=opts["protocol"], tta=tta, compare_tta=opts["compare_tta"], boundary_width=opts["boundary_width"], worst=opts["worst"])
+
+
+def _calibration_images(calibration, limit: int = 16) -> list:
+    """int8 calibration images: a folder's (or the bundled examples'), or the images given."""
+    if calibration is not None and not isinstance(calibration, (str, os.PathLike)):
+        return list(calibration)
+    if calibration is None:
+        paths = bundled_examples()
+    else:
+        found, problems = find_images([calibration])
+        if not found:
+            raise ValueError(f"calibration={os.fsdecode(calibration)}: no images found ({'; '.join(r for _, r in problems)})")
+        paths = [f.path for f in found]
+    return [load_image(p) for p in paths[:limit]]
+
+
+def _build(model: str, weights: str | os.PathLike, opts: dict, *, download_progress: bool) -> Segmenter:
+    calibration = _calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
+    return Segmenter(model, weights=weights, device=opts["device"], progress=download_progress, seed=opts["seed"],
+                     backend=opts["backend"], precision=opts["precision"], calibration=calibration)  # fmt: skip
+
+
+def _bar_factory(progress: bool | Callable[..., Any] | None) -> Callable[..., Any] | None:
+    if progress is True:
+        from tqdm import tqdm
+
+        return functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True)
+    return progress or None
+
+
+class _Bar:
+    """A progress bar from the factory for one stage (nothing without a factory)."""
+
+    def __init__(self, factory: Callable[..., Any] | None, total: int, desc: str) -> None:
+        self._bar = factory(total=total, unit="img", desc=desc) if factory is not None else None
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
