@@ -88,7 +88,9 @@ def live_server(app, *, backlog: int = 2048, **config) -> Iterator[str]:
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", backlog=backlog, **config))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", backlog=backlog, **config)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

@@ -44,7 +44,9 @@ def loaded(weights_file):
     return load_model(SMALL, weights=weights_file(SMALL))
 
 
-def preprocess(loaded, name: str, *, short_side: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+def preprocess(
+    loaded, name: str, *, short_side: int | None = None, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """The Segmenter's transforms (ImageNet normalisation), at a small short side or an exact (W, H)."""
     image = photo(name)
     if size is not None:
@@ -140,7 +142,9 @@ def test_int8_agrees_with_fp32_and_is_cached(loaded, inputs, monkeypatch, capfd)
     agree = agreement(q, fp)
     counts = np.bincount(torch.cat([f.argmax(1).ravel() for f in fp]).numpy())
     majority = counts.max() / counts.sum()
-    assert agree > 2 * majority, f"int8 labels agree with fp32 on {agree:.2%} of pixels (most common class {majority:.2%})"
+    assert agree > 2 * majority, (
+        f"int8 labels agree with fp32 on {agree:.2%} of pixels (most common class {majority:.2%})"
+    )
 
     # Second runner: the cached int8 model is reused, no calibration, no quantisation.
     import nncf

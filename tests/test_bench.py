@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.models import get_model_weights
 
+from seglens import Segmenter
 from seglens.bench import (
     PRESETS,
     ROW_KEYS,
@@ -24,7 +25,6 @@ from seglens.bench import (
     parse_configs,
     run_bench,
 )
-from seglens import Segmenter
 from seglens.models import load_model
 from seglens.visualize import colorize, voc_palette
 from tests.conftest import calibrated_model, varied
@@ -70,8 +70,15 @@ def bench(tmp_path_factory, image_files, weights_file):
     work = tmp_path_factory.mktemp("bench_work")
     messages = []
     configs = parse_configs("eager-fp32,seglens,torch:batch=2")
-    rows, meta = run_bench(SMALL, weights=str(weights_file(SMALL)), images=image_files, n=N, configs=configs,
-                           work_dir=work, progress=messages.append)
+    rows, meta = run_bench(
+        SMALL,
+        weights=str(weights_file(SMALL)),
+        images=image_files,
+        n=N,
+        configs=configs,
+        work_dir=work,
+        progress=messages.append,
+    )
     return rows, meta, work, messages
 
 
@@ -121,7 +128,10 @@ def test_meta_describes_the_machine_and_inputs(bench, image_files):
     assert meta["n_images"] == N and meta["distinct_images"] == 2 and meta["warmup_passes"] == 1
     assert meta["versions"]["torch"] and meta["versions"]["torchvision"] and meta["machine"]["cpu"]
     # 512x512 -> 520x520; 451x300 -> short side 520, long side int(451 * 520 / 300) = 781
-    assert [(i["width"], i["height"], i["model_input_hw"]) for i in meta["images"]] == [(512, 512, [520, 520]), (451, 300, [520, 781])]
+    assert [(i["width"], i["height"], i["model_input_hw"]) for i in meta["images"]] == [
+        (512, 512, [520, 520]),
+        (451, 300, [520, 781]),
+    ]
     assert meta["model"] == SMALL and meta["gmacs_520"] > 0
     assert set(meta["load_average"]) == {"start", "end"}
     assert len(meta["roofline_samples_gflops"]) == 4 and meta["roofline_gflops"] == max(meta["roofline_samples_gflops"])
@@ -162,8 +172,15 @@ def test_format_table_names_every_row_and_the_machine(bench):
 
 def test_unavailable_backend_is_skipped_with_a_note(monkeypatch, tmp_path, image_files, weights_file):
     monkeypatch.setitem(sys.modules, "seglens.backends", None)  # any import of it now fails
-    rows, meta = run_bench(SMALL, weights=str(weights_file(SMALL)), images=image_files[:1], n=1,
-                           configs=[PRESETS["onnxruntime-fp32"]], work_dir=tmp_path, warmup=0)
+    rows, meta = run_bench(
+        SMALL,
+        weights=str(weights_file(SMALL)),
+        images=image_files[:1],
+        n=1,
+        configs=[PRESETS["onnxruntime-fp32"]],
+        work_dir=tmp_path,
+        warmup=0,
+    )
     assert [r["name"] for r in rows] == ["naive"]
     assert [s["name"] for s in meta["skipped"]] == ["onnxruntime-fp32"]
     assert meta["skipped"][0]["reason"].startswith("unavailable:")
@@ -172,13 +189,22 @@ def test_unavailable_backend_is_skipped_with_a_note(monkeypatch, tmp_path, image
 
 def test_int8_rows_contain_int8(monkeypatch, tmp_path, image_files, weights_file):
     assert all("int8" in c.name for c in default_configs() if c.precision == "int8")
-    assert all("int8" in c.name for c in parse_configs("openvino:precision=int8,openvino-int8") if c.precision == "int8")
+    assert all(
+        "int8" in c.name for c in parse_configs("openvino:precision=int8,openvino-int8") if c.precision == "int8"
+    )
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     pytest.importorskip("seglens.backends")
     monkeypatch.setenv("SEGLENS_CACHE", str(tmp_path / "cache"))  # quantise here, not in ~/.cache
-    rows, meta = run_bench(SMALL, weights=str(weights_file(SMALL)), images=image_files, n=2,
-                           configs=[PRESETS["openvino-int8"]], work_dir=tmp_path / "work", warmup=0)
+    rows, meta = run_bench(
+        SMALL,
+        weights=str(weights_file(SMALL)),
+        images=image_files,
+        n=2,
+        configs=[PRESETS["openvino-int8"]],
+        work_dir=tmp_path / "work",
+        warmup=0,
+    )
     assert meta["skipped"] == []
     assert [r["name"] for r in rows] == ["naive", "openvino-int8"]
     assert rows[1]["dtype"] == "int8" and rows[1]["backend"] == "openvino"
@@ -192,10 +218,23 @@ def test_int8_rows_contain_int8(monkeypatch, tmp_path, image_files, weights_file
         ("seglens", [PRESETS["seglens"]]),
         (" eager-fp32 , naive,seglens", [PRESETS["eager-fp32"], PRESETS["seglens"]]),  # spaces dropped, naive implied
         ("torch:batch=4", [BenchConfig("torch:batch=4", batch_size=4)]),
-        ("torch:channels_last=off:workers=0", [BenchConfig("torch:channels_last=off:workers=0", channels_last=False, workers=0)]),
+        (
+            "torch:channels_last=off:workers=0",
+            [BenchConfig("torch:channels_last=off:workers=0", channels_last=False, workers=0)],
+        ),
         ("seglens:compile=1", [BenchConfig("seglens:compile=1", compile=True)]),
-        ("openvino:precision=int8", [BenchConfig("openvino:precision=int8", backend="openvino", precision="int8", channels_last=False)]),
-        ("openvino-int8:batch=2", [BenchConfig("openvino-int8:batch=2", backend="openvino", precision="int8", channels_last=False, batch_size=2)]),
+        (
+            "openvino:precision=int8",
+            [BenchConfig("openvino:precision=int8", backend="openvino", precision="int8", channels_last=False)],
+        ),
+        (
+            "openvino-int8:batch=2",
+            [
+                BenchConfig(
+                    "openvino-int8:batch=2", backend="openvino", precision="int8", channels_last=False, batch_size=2
+                )
+            ],
+        ),
         ("all", default_configs()),
     ],
 )

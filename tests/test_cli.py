@@ -43,7 +43,9 @@ def run(capsys, *argv):
 
 def test_folder_with_good_and_bad_files(folder, tmp_path, capsys, weights_file):
     out = tmp_path / "out"
-    code, _, err = run(capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q")
+    code, _, err = run(
+        capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q"
+    )
     assert code == 1
     assert files_under(out) == [
         "astronaut.png",
@@ -75,12 +77,19 @@ def test_folder_with_good_and_bad_files(folder, tmp_path, capsys, weights_file):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == SMALL and summary["weights"] == str(weights_file(SMALL))
-    assert [e["input"] for e in summary["images"]] == [str(folder / "astronaut.jpg"), str(folder / "sub" / "chelsea.png")]
+    assert [e["input"] for e in summary["images"]] == [
+        str(folder / "astronaut.jpg"),
+        str(folder / "sub" / "chelsea.png"),
+    ]
     first = summary["images"][0]
     assert (first["width"], first["height"]) == (512, 512)
     counts = np.bincount(expected.ravel(), minlength=21)
     assert {c["index"]: c["pixels"] for c in first["classes"]} == {i: int(n) for i, n in enumerate(counts) if n}
-    assert first["outputs"] == {"mask": "astronaut.png", "overlay": "astronaut_overlay.jpg", "figure": "astronaut_figure.png"}
+    assert first["outputs"] == {
+        "mask": "astronaut.png",
+        "overlay": "astronaut_overlay.jpg",
+        "figure": "astronaut_figure.png",
+    }
     assert len(summary["failed"]) == 3
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert len(rows) == len(first["classes"]) + len(summary["images"][1]["classes"])
@@ -91,9 +100,28 @@ def test_skip_existing_resumes(folder, tmp_path, capsys, weights_file):
     for bad in ("empty.jpg", "truncated.jpg", "fake.png"):
         (folder / bad).unlink()
     out = tmp_path / "out"
-    args = ("segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask,overlay", "-q")
+    args = (
+        "segment",
+        folder,
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--outputs",
+        "mask,overlay",
+        "-q",
+    )
     assert run(capsys, *args)[0] == 0
-    assert files_under(out) == ["astronaut.png", "astronaut_overlay.jpg", "sub/chelsea.png", "sub/chelsea_overlay.jpg", "summary.csv", "summary.json"]
+    assert files_under(out) == [
+        "astronaut.png",
+        "astronaut_overlay.jpg",
+        "sub/chelsea.png",
+        "sub/chelsea_overlay.jpg",
+        "summary.csv",
+        "summary.json",
+    ]
     first = json.loads((out / "summary.json").read_text())
     stamp = os.stat(out / "astronaut.png").st_mtime_ns
     (out / "sub" / "chelsea_overlay.jpg").unlink()  # as if interrupted before this file was written
@@ -113,7 +141,22 @@ def test_name_collisions_get_distinct_outputs(tmp_path, capsys, photos, weights_
     photos[1].save(b / "cat.jpg")
     photos[1].save(a / "cat.png")
     out = tmp_path / "out"
-    code, _, _ = run(capsys, "segment", a / "cat.jpg", b / "cat.jpg", a / "cat.png", "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask", "-q")
+    code, _, _ = run(
+        capsys,
+        "segment",
+        a / "cat.jpg",
+        b / "cat.jpg",
+        a / "cat.png",
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--outputs",
+        "mask",
+        "-q",
+    )
     assert code == 0
     masks = [f for f in files_under(out) if not f.startswith("summary")]
     assert len(masks) == 3
@@ -152,7 +195,9 @@ def test_offline_official_weights_exit_2_and_write_nothing(tmp_path, capsys, pho
     code, _, err = run(capsys, "segment", img, "--out", out)
     assert code == 2
     assert err.count("\n") == 1
-    assert err.startswith("error: deeplabv3_resnet50_coco-cd0a2569.pth is not cached and could not be downloaded from https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth")
+    assert err.startswith(
+        "error: deeplabv3_resnet50_coco-cd0a2569.pth is not cached and could not be downloaded from https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth"
+    )
     assert "place it at " in err and "checkpoints/deeplabv3_resnet50_coco-cd0a2569.pth" in err
     assert not out.exists()
 
@@ -160,7 +205,20 @@ def test_offline_official_weights_exit_2_and_write_nothing(tmp_path, capsys, pho
 def test_random_weights_say_they_are_meaningless(tmp_path, capsys, photos):
     img = tmp_path / "x.jpg"
     photos[1].save(img)
-    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "o", "--model", SMALL, "--weights", "random", "--outputs", "mask", "-q")
+    code, _, err = run(
+        capsys,
+        "segment",
+        img,
+        "--out",
+        tmp_path / "o",
+        "--model",
+        SMALL,
+        "--weights",
+        "random",
+        "--outputs",
+        "mask",
+        "-q",
+    )
     assert code == 0
     assert "warning: weights are a random init (seed 0; labels are meaningless)" in err
 
@@ -177,7 +235,9 @@ def test_failed_write_leaves_no_partial_file(folder, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(Figure, "savefig", disk_full)
     out = tmp_path / "out"
-    code, _, err = run(capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q")
+    code, _, err = run(
+        capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q"
+    )
     assert code == 1
     assert "No space left on device" in err and "check free space" in err
     assert not [f for f in files_under(out) if "figure" in f or ".tmp" in f]
@@ -189,7 +249,18 @@ def test_models_table(capsys):
     lines = out.splitlines()
     assert lines[0].split() == ["model", "classes", "mIoU", "pixAcc", "GFLOPS", "params", "size", "cached"]
     row = next(line for line in lines if line.startswith("deeplabv3_resnet50"))
-    assert row.split() == ["deeplabv3_resnet50", "(default)", "21", "66.4", "92.4", "178.7", "42.0M", "160.5", "MB", "no"]
+    assert row.split() == [
+        "deeplabv3_resnet50",
+        "(default)",
+        "21",
+        "66.4",
+        "92.4",
+        "178.7",
+        "42.0M",
+        "160.5",
+        "MB",
+        "no",
+    ]
     assert [line.split()[0] for line in lines[1:7]] == list_models()
     hf_header = next(i for i, line in enumerate(lines) if line.startswith("Hugging Face checkpoint"))
     hf_rows = [line.split() for line in lines[hf_header + 1 :] if line.startswith("hf:")]
@@ -211,7 +282,22 @@ def test_export_then_segment_with_onnxruntime_and_int8(tmp_path, capsys, monkeyp
     img = tmp_path / "cat.png"
     photos[1].save(img)
     expected = Segmenter(SMALL, weights=w, device="cpu")(img).labels
-    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "ort", "--model", SMALL, "--weights", w, "--backend", "onnxruntime", "--outputs", "mask", "-q")
+    code, _, err = run(
+        capsys,
+        "segment",
+        img,
+        "--out",
+        tmp_path / "ort",
+        "--model",
+        SMALL,
+        "--weights",
+        w,
+        "--backend",
+        "onnxruntime",
+        "--outputs",
+        "mask",
+        "-q",
+    )
     assert code == 0, err
     assert (np.array(Image.open(tmp_path / "ort" / "cat.png")) == expected).mean() >= 0.9999
     summary = json.loads((tmp_path / "ort" / "summary.json").read_text())
@@ -221,17 +307,52 @@ def test_export_then_segment_with_onnxruntime_and_int8(tmp_path, capsys, monkeyp
     cal.mkdir()
     photos[0].save(cal / "a.png")
     photos[2].save(cal / "b.png")
-    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "int8", "--model", SMALL, "--weights", w, "--backend", "openvino", "--precision", "int8", "--calibrate", cal, "--outputs", "mask", "-q")
+    code, _, err = run(
+        capsys,
+        "segment",
+        img,
+        "--out",
+        tmp_path / "int8",
+        "--model",
+        SMALL,
+        "--weights",
+        w,
+        "--backend",
+        "openvino",
+        "--precision",
+        "int8",
+        "--calibrate",
+        cal,
+        "--outputs",
+        "mask",
+        "-q",
+    )
     assert code == 0, err
     int8 = np.array(Image.open(tmp_path / "int8" / "cat.png"))
     assert int8.shape == expected.shape
-    code, _, err = run(capsys, "segment", img, "--out", tmp_path / "x", "--model", SMALL, "--weights", w, "--precision", "int8")
+    code, _, err = run(
+        capsys, "segment", img, "--out", tmp_path / "x", "--model", SMALL, "--weights", w, "--precision", "int8"
+    )
     assert code == 2 and "int8 needs --backend openvino" in err
 
 
 def test_bench_command_writes_rows_side_by_side(tmp_path, capsys, weights_file):
     out = tmp_path / "bench.json"
-    code, stdout, err = run(capsys, "bench", "--model", SMALL, "--weights", weights_file(SMALL), "--n", "2", "--configs", "seglens", "--json", out, "-q")
+    code, stdout, err = run(
+        capsys,
+        "bench",
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--n",
+        "2",
+        "--configs",
+        "seglens",
+        "--json",
+        out,
+        "-q",
+    )
     assert code == 0, err
     rows = json.loads(out.read_text())
     assert [r["name"] for r in rows] == ["naive", "seglens"]
@@ -252,9 +373,30 @@ def test_confidence_outputs_heat_map_outline_and_class_means(tmp_path, photos, c
     src = tmp_path / "astronaut.png"
     photos[0].save(src)
     out = tmp_path / "out"
-    code, _, _ = run(capsys, "segment", src, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask,overlay,confidence", "--low-confidence", "0.6", "-q")
+    code, _, _ = run(
+        capsys,
+        "segment",
+        src,
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--outputs",
+        "mask,overlay,confidence",
+        "--low-confidence",
+        "0.6",
+        "-q",
+    )
     assert code == 0
-    assert files_under(out) == ["astronaut.png", "astronaut_confidence.png", "astronaut_overlay.jpg", "summary.csv", "summary.json"]
+    assert files_under(out) == [
+        "astronaut.png",
+        "astronaut_confidence.png",
+        "astronaut_overlay.jpg",
+        "summary.csv",
+        "summary.json",
+    ]
     expected = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", confidence=True)(photos[0])
     heat = Image.open(out / "astronaut_confidence.png")
     assert heat.mode == "P" and heat.size == (512, 512)
@@ -275,19 +417,62 @@ def test_tile_and_resize_flags_reach_the_segmenter(tmp_path, photos, capsys, wei
     src = tmp_path / "coffee.png"
     photos[2].save(src)
     out = tmp_path / "out"
-    code, _, _ = run(capsys, "segment", src, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--tile", "256", "--overlap", "0.5", "--outputs", "mask", "-q")
+    code, _, _ = run(
+        capsys,
+        "segment",
+        src,
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--tile",
+        "256",
+        "--overlap",
+        "0.5",
+        "--outputs",
+        "mask",
+        "-q",
+    )
     assert code == 0
     expected = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=0.5)(photos[2]).labels
     np.testing.assert_array_equal(np.asarray(Image.open(out / "coffee.png")), expected)
     meta = json.loads((out / "summary.json").read_text())
     assert (meta["scale"], meta["tile"], meta["overlap"]) == (1.0, 256, 0.5)
-    code, _, _ = run(capsys, "segment", src, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--resize", "none", "--outputs", "mask", "-q")
+    code, _, _ = run(
+        capsys,
+        "segment",
+        src,
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--resize",
+        "none",
+        "--outputs",
+        "mask",
+        "-q",
+    )
     full = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", scale=1.0)(photos[2]).labels
     assert code == 0
     np.testing.assert_array_equal(np.asarray(Image.open(out / "coffee.png")), full)
 
 
-@pytest.mark.parametrize("flag", [["--overlap", "1"], ["--tile", "8"], ["--tile", "abc"], ["--scale", "0"], ["--outputs", "heat"], ["--url-max-mb", "0"], ["--url-timeout", "nan"]])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--overlap", "1"],
+        ["--tile", "8"],
+        ["--tile", "abc"],
+        ["--scale", "0"],
+        ["--outputs", "heat"],
+        ["--url-max-mb", "0"],
+        ["--url-timeout", "nan"],
+    ],
+)
 def test_bad_tile_scale_flags_are_one_line_errors(flag, tmp_path, capsys):
     code, out, err = run(capsys, "segment", tmp_path, *flag)
     assert code == 2 and out == ""
@@ -324,7 +509,22 @@ def test_urls_are_inputs_next_to_files_and_failures_are_per_input(tmp_path, phot
         src = tmp_path / "astronaut.png"
         photos[0].save(src)
         out = tmp_path / "out"
-        code, _, err = run(capsys, "segment", src, f"{base}/pics/chelsea.jpg?size=large", f"{base}/missing.png", "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask", "-q")
+        code, _, err = run(
+            capsys,
+            "segment",
+            src,
+            f"{base}/pics/chelsea.jpg?size=large",
+            f"{base}/missing.png",
+            "--out",
+            out,
+            "--model",
+            SMALL,
+            "--weights",
+            weights_file(SMALL),
+            "--outputs",
+            "mask",
+            "-q",
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -349,7 +549,9 @@ def _clip(path, frames=6, size=(96, 64)):
         stream = container.add_stream("libx264", rate=12)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         for i in range(frames):
-            crop = np.ascontiguousarray(pixels[100 + 4 * i : 100 + 4 * i + size[1], 150 + 3 * i : 150 + 3 * i + size[0]])
+            crop = np.ascontiguousarray(
+                pixels[100 + 4 * i : 100 + 4 * i + size[1], 150 + 3 * i : 150 + 3 * i + size[0]]
+            )
             for packet in stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -367,17 +569,39 @@ def test_videos_next_to_images_overlay_masks_stride_and_summary(tmp_path, photos
     clip = _clip(folder / "clip.mp4")
     photos[1].save(folder / "cat.jpg")
     out = tmp_path / "out"
-    code, _, _ = run(capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "overlay,mask", "--vid-stride", "2", "-q")
+    code, _, _ = run(
+        capsys,
+        "segment",
+        folder,
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--outputs",
+        "overlay,mask",
+        "--vid-stride",
+        "2",
+        "-q",
+    )
     assert code == 0
     assert files_under(out) == [
-        "cat.png", "cat_overlay.jpg",
-        "clip_mask/000000.png", "clip_mask/000002.png", "clip_mask/000004.png",
-        "clip_overlay.mp4", "summary.csv", "summary.json",
+        "cat.png",
+        "cat_overlay.jpg",
+        "clip_mask/000000.png",
+        "clip_mask/000002.png",
+        "clip_mask/000004.png",
+        "clip_overlay.mp4",
+        "summary.csv",
+        "summary.json",
     ]
     seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
     frames = list(FrameReader(clip, stride=2))
     for frame in frames:
-        np.testing.assert_array_equal(np.asarray(Image.open(out / f"clip_mask/{frame.index:06d}.png")), seg(frame.image).labels)
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / f"clip_mask/{frame.index:06d}.png")), seg(frame.image).labels
+        )
     with av.open(str(out / "clip_overlay.mp4")) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, stream.average_rate) == (96, 64, 6)
@@ -392,11 +616,28 @@ def test_default_video_output_is_the_overlay_and_broken_videos_are_per_input_err
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video")
     out = tmp_path / "out"
-    code, _, err = run(capsys, "segment", clip, fake, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q")
+    code, _, err = run(
+        capsys, "segment", clip, fake, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q"
+    )
     assert code == 1
     assert files_under(out) == ["clip_overlay.mp4", "summary.csv", "summary.json"]
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [f"error: {fake}: " + json.loads((out / "summary.json").read_text())["failed"][0]["error"]]
-    code, _, err = run(capsys, "segment", clip, "--out", tmp_path / "o2", "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "figure", "-q")
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {fake}: " + json.loads((out / "summary.json").read_text())["failed"][0]["error"]
+    ]
+    code, _, err = run(
+        capsys,
+        "segment",
+        clip,
+        "--out",
+        tmp_path / "o2",
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--outputs",
+        "figure",
+        "-q",
+    )
     assert code == 1 and "add overlay and/or mask to --outputs" in err
 
 
@@ -432,18 +673,33 @@ def test_hugging_face_models_segment_and_eval_from_the_command_line(tmp_path, tm
         path = images / f"ADE_val_{i:08d}.jpg"
         image.save(path, quality=90)
         Image.fromarray(seg(load_image(path)).labels + 1).save(annotations / f"{path.stem}.png")
-    code, stdout, err = run(capsys, "eval", "--dataset", "ade20k", "--root", tmp_path / "ADEChallengeData2016", "--model", model, "--out", tmp_path / "ev", "-q")
+    code, stdout, err = run(
+        capsys,
+        "eval",
+        "--dataset",
+        "ade20k",
+        "--root",
+        tmp_path / "ADEChallengeData2016",
+        "--model",
+        model,
+        "--out",
+        tmp_path / "ev",
+        "-q",
+    )
     assert code == 0, err
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["miou"] == 100.0 and metrics["protocol"] == "native"
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--model", "hf:"], "unknown model"),
-    (["--model", "nonsense"], "hf:<repo-or-folder>"),
-    (["--model", "hf:/no/such/folder"], "hf:/no/such/folder"),
-    (["--model", "hf:/no/such/folder", "--backend", "openvino"], "--backend torch"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--model", "hf:"], "unknown model"),
+        (["--model", "nonsense"], "hf:<repo-or-folder>"),
+        (["--model", "hf:/no/such/folder"], "hf:/no/such/folder"),
+        (["--model", "hf:/no/such/folder", "--backend", "openvino"], "--backend torch"),
+    ],
+)
 def test_bad_hugging_face_model_specs_are_one_line_errors(argv, match, tmp_path, photos, capsys):
     src = tmp_path / "a.png"
     photos[0].save(src)
@@ -457,9 +713,16 @@ def test_a_second_run_over_a_folder_skips_its_own_output_folder(tmp_path, photos
     photos[1].save(tmp_path / "cat.png")
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
-        code, _, _ = run(capsys, "segment", ".", "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask", "-q")
+        code, _, _ = run(
+            capsys, "segment", ".", "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask", "-q"
+        )
         assert code == 0
-    assert files_under(tmp_path) == ["cat.png", "seglens_out/cat.png", "seglens_out/summary.csv", "seglens_out/summary.json"]
+    assert files_under(tmp_path) == [
+        "cat.png",
+        "seglens_out/cat.png",
+        "seglens_out/summary.csv",
+        "seglens_out/summary.json",
+    ]
     assert len(json.loads((tmp_path / "seglens_out" / "summary.json").read_text())["images"]) == 1
 
 
@@ -469,11 +732,29 @@ def test_a_video_mask_folder_never_replaces_image_outputs_of_the_same_run(tmp_pa
     _clip(folder / "clip.mp4", frames=2)
     photos[1].save(folder / "clip_mask" / "cat.jpg")
     out = tmp_path / "out"
-    code, _, _ = run(capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "--outputs", "mask,overlay", "-q")
+    code, _, _ = run(
+        capsys,
+        "segment",
+        folder,
+        "--out",
+        out,
+        "--model",
+        SMALL,
+        "--weights",
+        weights_file(SMALL),
+        "--outputs",
+        "mask,overlay",
+        "-q",
+    )
     assert code == 0
     assert files_under(out) == [
-        "clip-2_mask/000000.png", "clip-2_mask/000001.png", "clip-2_overlay.mp4",
-        "clip_mask/cat.png", "clip_mask/cat_overlay.jpg", "summary.csv", "summary.json",
+        "clip-2_mask/000000.png",
+        "clip-2_mask/000001.png",
+        "clip-2_overlay.mp4",
+        "clip_mask/cat.png",
+        "clip_mask/cat_overlay.jpg",
+        "summary.csv",
+        "summary.json",
     ]
 
 

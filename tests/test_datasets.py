@@ -25,7 +25,9 @@ from seglens.io import load_image
 from seglens.visualize import ADE20K_CATEGORIES, voc_palette
 
 # pycocotools 2.0.x under numpy 2 warns on every decode; nothing we can change
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 # torchvision's VOC categories (weights.meta["categories"]), written out by hand.
 VOC_CATEGORIES = (
@@ -143,9 +145,12 @@ def test_voc_splits_and_limit(voc):
 def test_voc_missing_pieces_name_the_exact_path(voc):
     root, _ = voc
     base = root / "VOCdevkit" / "VOC2012"
-    with pytest.raises(DatasetError, match=rf"^{base / 'ImageSets/Segmentation/test.txt'}: missing split list "
-                       r"\(splits found: train, trainval, val\); a VOC2012 folder holds JPEGImages/NAME\.jpg, "
-                       r"SegmentationClass/NAME\.png and ImageSets/Segmentation/SPLIT\.txt$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{base / 'ImageSets/Segmentation/test.txt'}: missing split list "
+        r"\(splits found: train, trainval, val\); a VOC2012 folder holds JPEGImages/NAME\.jpg, "
+        r"SegmentationClass/NAME\.png and ImageSets/Segmentation/SPLIT\.txt$",
+    ):
         open_dataset("voc", root, split="test")
     shutil.rmtree(base / "SegmentationClass")
     with pytest.raises(DatasetError, match=rf"^{base / 'SegmentationClass'}: missing folder \(a VOC2012 folder holds"):
@@ -153,8 +158,11 @@ def test_voc_missing_pieces_name_the_exact_path(voc):
     with pytest.raises(DatasetError, match=rf"^{root / 'elsewhere'}: no such folder"):
         open_dataset("voc", root / "elsewhere")
     (root / "empty").mkdir()
-    with pytest.raises(DatasetError, match=rf"^{root / 'empty'}: not a PASCAL VOC 2012 folder: expected "
-                       r"JPEGImages/NAME\.jpg, .* in it, in VOCdevkit/VOC2012/ or in VOC2012/$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{root / 'empty'}: not a PASCAL VOC 2012 folder: expected "
+        r"JPEGImages/NAME\.jpg, .* in it, in VOCdevkit/VOC2012/ or in VOC2012/$",
+    ):
         open_dataset("voc", root / "empty")
 
 
@@ -167,15 +175,22 @@ def test_voc_unreadable_items_raise_one_line_errors_naming_the_file(voc):
     ds = open_dataset("voc", root)
     with pytest.raises(DatasetError, match=rf"^{base / 'JPEGImages/2007_000033.jpg'}: no such file"):
         ds[0]
-    with pytest.raises(DatasetError, match=rf"^{base / 'SegmentationClass/2009_000002.png'}: mask is an RGB colour "
-                       r"image, not class indices; map each colour to its class index with the dataset's palette"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{base / 'SegmentationClass/2009_000002.png'}: mask is an RGB colour "
+        r"image, not class indices; map each colour to its class index with the dataset's palette",
+    ):
         ds[1]
 
 
 def test_dataset_options_are_checked():
-    with pytest.raises(DatasetError, match=r"^unknown dataset kind 'cityscapes': choose one of voc, coco-voc, folder, ade20k$"):
+    with pytest.raises(
+        DatasetError, match=r"^unknown dataset kind 'cityscapes': choose one of voc, coco-voc, folder, ade20k$"
+    ):
         open_dataset("cityscapes", ".")
-    with pytest.raises(DatasetError, match=r"^voc labels mark ignored pixels with 255; ignore_index must be 255, got 0$"):
+    with pytest.raises(
+        DatasetError, match=r"^voc labels mark ignored pixels with 255; ignore_index must be 255, got 0$"
+    ):
         open_dataset("voc", ".", ignore_index=0)
     with pytest.raises(DatasetError, match=r"^ignore_index must be an integer 0\.\.255, got 256$"):
         open_dataset("folder", ".", ignore_index=256)
@@ -227,7 +242,7 @@ CHAIR = (YY - 15) ** 2 + (XX - 20) ** 2 <= 64  # a disk
 @pytest.mark.parametrize("x0, y0, x1, y1", [(0, 0, 1, 1), (1, 1, 4, 3), (3, 0, 8, 6), (-2, -1, 3, 2), (7, 5, 9, 9)])
 def test_pycocotools_rectangle_rule(x0, y0, x1, y1):
     expected = np.zeros((6, 8), dtype=np.uint8)
-    expected[max(y0, 0):y1, max(x0, 0):x1] = 1
+    expected[max(y0, 0) : y1, max(x0, 0) : x1] = 1
     decoded = coco_mask.decode(coco_mask.frPyObjects([_rect(x0, y0, x1, y1)], 6, 8))[..., 0]
     assert np.array_equal(decoded, expected)
 
@@ -245,19 +260,37 @@ def coco(tmp_path):
     for image_id in (632, 285, 724, 139):  # not sorted: the dataset sorts by id
         rgb = photos[image_id]
         _save(tmp_path / "val2017" / f"{image_id:012d}.jpg", rgb, quality=95)
-        images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": rgb.shape[0], "width": rgb.shape[1]})
+        images.append(
+            {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": rgb.shape[0], "width": rgb.shape[1]}
+        )
     compressed = coco_mask.encode(np.asfortranarray(CHAIR.astype(np.uint8)))
     compressed["counts"] = compressed["counts"].decode("ascii")  # as a json file holds it
     anns = [
         {"id": 1, "image_id": 139, "category_id": 1, "iscrowd": 0, "segmentation": [_rect(5, 5, 25, 20)]},  # person
         {"id": 2, "image_id": 139, "category_id": 18, "iscrowd": 0, "segmentation": [_rect(20, 10, 40, 30)]},  # dog
-        {"id": 3, "image_id": 139, "category_id": 90, "iscrowd": 0, "segmentation": [_rect(0, 0, 60, 40)]},  # toothbrush
+        {
+            "id": 3,
+            "image_id": 139,
+            "category_id": 90,
+            "iscrowd": 0,
+            "segmentation": [_rect(0, 0, 60, 40)],
+        },  # toothbrush
         {"id": 4, "image_id": 139, "category_id": 3, "iscrowd": 1, "segmentation": _uncompressed_rle(CAR)},  # car
-        {"id": 5, "image_id": 139, "category_id": 44, "iscrowd": 0,
-         "segmentation": [_rect(45, 2, 50, 6), _rect(52, 2, 56, 6)]},  # bottle, in two parts
+        {
+            "id": 5,
+            "image_id": 139,
+            "category_id": 44,
+            "iscrowd": 0,
+            "segmentation": [_rect(45, 2, 50, 6), _rect(52, 2, 56, 6)],
+        },  # bottle, in two parts
         {"id": 6, "image_id": 285, "category_id": 62, "iscrowd": 1, "segmentation": compressed},  # chair
-        {"id": 7, "image_id": 285, "category_id": 17, "iscrowd": 0,
-         "segmentation": [[30.5, 3.2, 47.9, 9.0, 35.1, 27.6]]},  # cat: a triangle
+        {
+            "id": 7,
+            "image_id": 285,
+            "category_id": 17,
+            "iscrowd": 0,
+            "segmentation": [[30.5, 3.2, 47.9, 9.0, 35.1, 27.6]],
+        },  # cat: a triangle
     ]
     for k, coco_id in enumerate(COCO_VOC_CATEGORY_IDS[1:]):
         polygon = [_rect(4 * k, 0, 4 * k + 4, 4)]
@@ -303,7 +336,13 @@ def _reference_target(anns: list[dict], image: Image.Image) -> np.ndarray:
 def test_coco_voc_order_names_and_layout(coco):
     root, _ = coco
     ds = open_dataset("coco-voc", root)
-    assert (ds.kind, ds.split, ds.root, ds.ignore_index, ds.categories) == ("coco-voc", "val", root, 255, VOC_CATEGORIES)
+    assert (ds.kind, ds.split, ds.root, ds.ignore_index, ds.categories) == (
+        "coco-voc",
+        "val",
+        root,
+        255,
+        VOC_CATEGORIES,
+    )
     assert ds.names() == ["000000000139", "000000000285", "000000000632", "000000000724"]  # sorted ids
     assert ds.mask_path(0) is None
     assert open_dataset("coco-voc", root, limit=2).names() == ["000000000139", "000000000285"]
@@ -385,17 +424,25 @@ def test_coco_voc_keeps_stored_orientation_like_the_reference(coco):
 
 def test_coco_voc_missing_pieces_and_bad_segmentations(coco):
     root, data = coco
-    with pytest.raises(DatasetError, match=rf"^{root / 'train2017'}: missing image folder \(the COCO root holds "
-                       r"train2017/ \(images\) and annotations/instances_train2017\.json, as COCO 2017 unpacks\)$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{root / 'train2017'}: missing image folder \(the COCO root holds "
+        r"train2017/ \(images\) and annotations/instances_train2017\.json, as COCO 2017 unpacks\)$",
+    ):
         open_dataset("coco-voc", root, split="train")
     (root / "train2017").mkdir()
-    with pytest.raises(DatasetError, match=rf"^{root / 'annotations/instances_train2017.json'}: missing annotation file"):
+    with pytest.raises(
+        DatasetError, match=rf"^{root / 'annotations/instances_train2017.json'}: missing annotation file"
+    ):
         open_dataset("coco-voc", root, split="train")
     data["annotations"][0]["segmentation"] = {"counts": [5, 5], "size": [40, 60]}  # sums to 10, not 2400
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match=rf"^{root / 'annotations/instances_val2017.json'}: annotation 1 of "
-                       r"000000000139\.jpg: cannot decode its segmentation \(ValueError: RLE counts sum to 10, not "
-                       r"height\*width of \[40, 60\]\)$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{root / 'annotations/instances_val2017.json'}: annotation 1 of "
+        r"000000000139\.jpg: cannot decode its segmentation \(ValueError: RLE counts sum to 10, not "
+        r"height\*width of \[40, 60\]\)$",
+    ):
         open_dataset("coco-voc", root)[0]
     (root / "annotations" / "instances_val2017.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"instances_val2017\.json: cannot read the annotations \("):
@@ -413,12 +460,24 @@ def test_validate_coco_sizes(coco):
     ann_file = root / "annotations" / "instances_val2017.json"
     calls = []
     assert validate_labels(open_dataset("coco-voc", root), 21, progress=calls.append) == [
-        LabelProblem("000000000139", str(ann_file), "size_mismatch",
-                     "annotation 4: RLE size is 60x41 but the image is 60x40 (WxH)"),
-        LabelProblem("000000000285", str(root / "val2017/000000000285.jpg"), "unreadable",
-                     f"{root / 'val2017/000000000285.jpg'}: no such file (check the path)"),
-        LabelProblem("000000000632", str(root / "val2017/000000000632.jpg"), "size_mismatch",
-                     "image is 32x32 but instances_val2017.json says 33x32 (WxH)"),
+        LabelProblem(
+            "000000000139",
+            str(ann_file),
+            "size_mismatch",
+            "annotation 4: RLE size is 60x41 but the image is 60x40 (WxH)",
+        ),
+        LabelProblem(
+            "000000000285",
+            str(root / "val2017/000000000285.jpg"),
+            "unreadable",
+            f"{root / 'val2017/000000000285.jpg'}: no such file (check the path)",
+        ),
+        LabelProblem(
+            "000000000632",
+            str(root / "val2017/000000000632.jpg"),
+            "size_mismatch",
+            "image is 32x32 but instances_val2017.json says 33x32 (WxH)",
+        ),
     ]
     assert calls == [1, 1, 1, 1]
 
@@ -482,8 +541,11 @@ def test_folder_missing_pieces_and_clashing_names(folder):
     with pytest.raises(DatasetError, match=rf"^{root / 'images/a.png'}: same name as {root / 'images/a.jpg'}"):
         open_dataset("folder", root)
     shutil.rmtree(root / "masks")
-    with pytest.raises(DatasetError, match=rf"^{root / 'masks'}: missing folder \(a folder dataset holds "
-                       r"images/NAME\.jpg \(any image type\) and masks/NAME\.png \(class indices\)\)$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{root / 'masks'}: missing folder \(a folder dataset holds "
+        r"images/NAME\.jpg \(any image type\) and masks/NAME\.png \(class indices\)\)$",
+    ):
         open_dataset("folder", root)
 
 
@@ -536,8 +598,9 @@ def test_validate_reports_each_problem_kind(tmp_path):
         ("nomask", str(tmp_path / "images/nomask.jpg"), "missing_mask"),
     ]
     detail = {p.name: p.detail for p in problems}
-    assert detail["oor"] == ("6 pixels have values outside the classes 0..20 that are not the ignore index 255: "
-                             "21 (2 px), 30 (4 px)")
+    assert detail["oor"] == (
+        "6 pixels have values outside the classes 0..20 that are not the ignore index 255: 21 (2 px), 30 (4 px)"
+    )
     assert detail["size"] == "mask is 10x12 but image size.jpg is 12x10 (WxH)"
     assert detail["nomask"] == f"no mask: expected {m / 'nomask'}.png"
     assert detail["rgb"].startswith("mask is an RGB colour image, not class indices; map each colour")
@@ -554,10 +617,18 @@ def test_validate_binary_masks(tmp_path):
         _save(tmp_path / "masks" / f"{name}.png", mask)
     problems = validate_labels(open_dataset("folder", tmp_path), 21)
     assert [(p.name, p.kind, p.detail) for p in problems] == [
-        ("m1", "binary_mask", "looks like a binary 0/255 mask, not class indices: pixel values must be class "
-                              "indices 0..20 (255 for ignored pixels)"),
-        ("m2", "binary_mask", "looks like a binary 0/1 mask, not class indices: pixel values must be class "
-                              "indices 0..20 (255 for ignored pixels)"),
+        (
+            "m1",
+            "binary_mask",
+            "looks like a binary 0/255 mask, not class indices: pixel values must be class "
+            "indices 0..20 (255 for ignored pixels)",
+        ),
+        (
+            "m2",
+            "binary_mask",
+            "looks like a binary 0/1 mask, not class indices: pixel values must be class "
+            "indices 0..20 (255 for ignored pixels)",
+        ),
     ]
     # with 2 classes, 0/1 are the classes and 255 the ignore index: nothing is wrong
     assert validate_labels(open_dataset("folder", tmp_path), 2) == []
@@ -579,10 +650,18 @@ def test_validate_voc_missing_mask_and_image(voc):
     (base / "JPEGImages" / "2009_000002.jpg").unlink()
     problems = validate_labels(open_dataset("voc", root), 21)
     assert problems == [
-        LabelProblem("2007_000033", str(base / "JPEGImages/2007_000033.jpg"), "missing_mask",
-                     f"no mask: expected {base / 'SegmentationClass/2007_000033.png'}"),
-        LabelProblem("2009_000002", str(base / "JPEGImages/2009_000002.jpg"), "unreadable",
-                     f"{base / 'JPEGImages/2009_000002.jpg'}: no such file (check the path)"),
+        LabelProblem(
+            "2007_000033",
+            str(base / "JPEGImages/2007_000033.jpg"),
+            "missing_mask",
+            f"no mask: expected {base / 'SegmentationClass/2007_000033.png'}",
+        ),
+        LabelProblem(
+            "2009_000002",
+            str(base / "JPEGImages/2009_000002.jpg"),
+            "unreadable",
+            f"{base / 'JPEGImages/2009_000002.jpg'}: no such file (check the path)",
+        ),
     ]
     with pytest.raises(DatasetError, match=rf"^{base / 'SegmentationClass/2007_000033.png'}: no such file"):
         open_dataset("voc", root)[0]
@@ -606,8 +685,11 @@ def ade(tmp_path):
     class + 1 (0 = "other"), as the benchmark stores them."""
     base = tmp_path / "ADEChallengeData2016"
     stored = {}
-    for split, name, photo in (("validation", "ADE_val_00000001", "astronaut"), ("validation", "ADE_val_00000002", "chelsea"),
-                               ("training", "ADE_train_00000001", "coffee")):
+    for split, name, photo in (
+        ("validation", "ADE_val_00000001", "astronaut"),
+        ("validation", "ADE_val_00000002", "chelsea"),
+        ("training", "ADE_train_00000001", "coffee"),
+    ):
         image = getattr(skimage.data, photo)()[:40, :60]
         _save(base / "images" / split / f"{name}.jpg", image, quality=95)
         ann = np.zeros((40, 60), dtype=np.uint8)  # "other" everywhere ...
@@ -634,8 +716,14 @@ def test_ade20k_maps_annotations_to_reduced_labels(ade):
     assert ds.mask_path(0) == root / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png"
 
 
-@pytest.mark.parametrize("split, names", [("train", ["ADE_train_00000001"]), ("training", ["ADE_train_00000001"]),
-                                          ("validation", ["ADE_val_00000001", "ADE_val_00000002"])])
+@pytest.mark.parametrize(
+    "split, names",
+    [
+        ("train", ["ADE_train_00000001"]),
+        ("training", ["ADE_train_00000001"]),
+        ("validation", ["ADE_val_00000001", "ADE_val_00000002"]),
+    ],
+)
 def test_ade20k_splits_and_root_spellings(ade, split, names):
     root, _ = ade
     for given in (root, root / "ADEChallengeData2016"):
@@ -648,7 +736,9 @@ def test_ade20k_missing_pieces(ade, tmp_path):
     base = root / "ADEChallengeData2016"
     with pytest.raises(DatasetError, match=r"^ade20k has no split 'test': use val"):
         open_dataset("ade20k", root, split="test")
-    with pytest.raises(DatasetError, match=r"a classes file applies only to folder datasets \(ade20k has the 150 ADE20K classes\)"):
+    with pytest.raises(
+        DatasetError, match=r"a classes file applies only to folder datasets \(ade20k has the 150 ADE20K classes\)"
+    ):
         open_dataset("ade20k", root, classes_file="x.txt")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -674,7 +764,8 @@ def test_validate_ade20k_checks_stored_values(ade):
     problems = validate_labels(open_dataset("ade20k", root), 150)
     assert problems == [
         LabelProblem("ADE_val_00000002", str(base / "annotations/validation/ADE_val_00000002.png"), "out_of_range",
-                     "3 pixels have annotation values outside 0..150 (ADE20K stores class + 1, 0 for unlabelled): 151 (3 px)"),
+                     "3 pixels have annotation values outside 0..150 "
+                     "(ADE20K stores class + 1, 0 for unlabelled): 151 (3 px)"),
         LabelProblem("ADE_val_00000001", str(base / "images/validation/ADE_val_00000001.jpg"), "missing_mask",
                      f"no mask: expected {base / 'annotations/validation/ADE_val_00000001'}.png"),
     ]  # fmt: skip

@@ -130,7 +130,9 @@ def test_tta_parsing():
 
 def test_compare_tta_reports_the_gain(self_labelled, seg):
     root, _ = self_labelled
-    m = score_dataset(seg, open_dataset("folder", root), EvalConfig(protocol="native", tta=TTA.parse("flip"), compare_tta=True)).to_dict()
+    m = score_dataset(
+        seg, open_dataset("folder", root), EvalConfig(protocol="native", tta=TTA.parse("flip"), compare_tta=True)
+    ).to_dict()
     c = m["tta_comparison"]
     assert c["plain"]["miou"] == 100.0  # the masks are the plain predictions
     assert c["tta"]["miou"] == m["miou"] and c["gain_miou"] == pytest.approx(m["miou"] - 100.0, abs=1e-3)
@@ -149,7 +151,22 @@ def test_cli_eval_end_to_end(self_labelled, tmp_path, capsys, weights_file):
     root, labels = self_labelled
     (root / "masks" / "c.png").unlink()  # an image without a mask: reported, not scored
     out = tmp_path / "report"
-    code = main(["eval", "--dataset", "folder", "--root", str(root), "--model", SMALL, "--weights", str(weights_file(SMALL)), "--out", str(out), "-q"])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--model",
+            SMALL,
+            "--weights",
+            str(weights_file(SMALL)),
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert "missing_mask" in err
@@ -171,7 +188,23 @@ def test_cli_eval_strict_stops_on_label_problems(tmp_path, capsys, photos, weigh
     binary[100:200, 100:300] = 255  # a 0/255 binary mask where class indices are expected
     Image.fromarray(binary, mode="L").save(root / "masks" / "cat.png")
     out = tmp_path / "report"
-    code = main(["eval", "--dataset", "folder", "--root", str(root), "--model", SMALL, "--weights", str(weights_file(SMALL)), "--out", str(out), "--strict", "-q"])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--model",
+            SMALL,
+            "--weights",
+            str(weights_file(SMALL)),
+            "--out",
+            str(out),
+            "--strict",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "binary_mask" in err and "label problems" in err

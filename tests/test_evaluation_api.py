@@ -37,9 +37,35 @@ def without_timings(m: dict) -> dict:
 def test_library_call_writes_what_the_cli_writes(imperfect, tmp_path, capsys, weights_file):
     root, weights = imperfect, weights_file(SMALL)
     flags = ["--tta", "flip", "--compare-tta", "--worst", "2", "--boundary-width", "3"]
-    code = main(["eval", "--dataset", "folder", "--root", str(root), "--model", SMALL, "--weights", str(weights), "--out", str(tmp_path / "cli"), "-q", *flags])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--model",
+            SMALL,
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "cli"),
+            "-q",
+            *flags,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
-    result = seglens.evaluate("folder", root, model=SMALL, weights=weights, out=tmp_path / "lib", tta="flip", compare_tta=True, worst=2, boundary_width=3)
+    result = seglens.evaluate(
+        "folder",
+        root,
+        model=SMALL,
+        weights=weights,
+        out=tmp_path / "lib",
+        tta="flip",
+        compare_tta=True,
+        worst=2,
+        boundary_width=3,
+    )
     cli = json.loads((tmp_path / "cli" / "metrics.json").read_text(encoding="utf-8"))
     lib = json.loads((tmp_path / "lib" / "metrics.json").read_text(encoding="utf-8"))
     assert without_timings(lib) == without_timings(cli)
@@ -49,7 +75,9 @@ def test_library_call_writes_what_the_cli_writes(imperfect, tmp_path, capsys, we
         assert (tmp_path / "lib" / w["file"]).read_bytes() == (tmp_path / "cli" / w["file"]).read_bytes()
     reports = [(tmp_path / d / "report.md").read_text(encoding="utf-8").splitlines() for d in ("cli", "lib")]
     assert [line for line in reports[0] if " s (" not in line] == [line for line in reports[1] if " s (" not in line]
-    assert {p.name for p in (tmp_path / "lib" / "plots").iterdir()} == {p.name for p in (tmp_path / "cli" / "plots").iterdir()}
+    assert {p.name for p in (tmp_path / "lib" / "plots").iterdir()} == {
+        p.name for p in (tmp_path / "cli" / "plots").iterdir()
+    }
 
 
 def test_typed_result(imperfect, seg):
@@ -63,7 +91,15 @@ def test_typed_result(imperfect, seg):
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.miou = 1.0
     s = r.settings
-    assert (s.model, s.protocol, s.tta, s.backend, s.precision, s.dataset.kind, s.dataset.images) == (SMALL, "native", None, "torch", "fp32", "folder", 3)
+    assert (s.model, s.protocol, s.tta, s.backend, s.precision, s.dataset.kind, s.dataset.images) == (
+        SMALL,
+        "native",
+        None,
+        "torch",
+        "fp32",
+        "folder",
+        3,
+    )
     assert r.worst[0].name == "a" and r.worst[0].file is None and r.worst[0].pred.shape == r.worst[0].target.shape
     assert EvalResult.from_json(r.to_json()).to_dict() == r.to_dict()
     assert pickle.loads(pickle.dumps(r)).to_dict() == r.to_dict()  # e.g. back from a worker process
@@ -71,7 +107,9 @@ def test_typed_result(imperfect, seg):
 
 def test_a_loaded_segmenter_a_dataset_object_and_a_config(imperfect, seg):
     by_options = evaluate("folder", imperfect, segmenter=seg, protocol="native", worst=0)
-    by_config = evaluate(open_dataset("folder", imperfect), segmenter=seg, config=EvalConfig(protocol="native", worst=0))
+    by_config = evaluate(
+        open_dataset("folder", imperfect), segmenter=seg, config=EvalConfig(protocol="native", worst=0)
+    )
     assert without_timings(by_config.to_dict()) == without_timings(by_options.to_dict())
     assert by_options.settings.protocol == "native"  # folder's default protocol too
     with pytest.raises(ValueError, match="device=: segmenter= is used as it is"):

@@ -25,8 +25,27 @@ from seglens import hf  # after the skip: the tests below call transformers dire
 
 NAMES5 = ("sky", "tree", "road", "person", "car")
 VOC_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "dining table",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "potted plant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )  # fmt: skip (spelled as Hugging Face's VOC checkpoints spell them, not as torchvision does)
 
 
@@ -47,7 +66,9 @@ def _segformer(names=NAMES5, seed=0):
         num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
         strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, **_labels(names),
     )  # fmt: skip
-    return transformers.SegformerForSemanticSegmentation(config).eval(), transformers.SegformerImageProcessor(size={"height": 96, "width": 96})
+    return transformers.SegformerForSemanticSegmentation(config).eval(), transformers.SegformerImageProcessor(
+        size={"height": 96, "width": 96}
+    )
 
 
 def _calibrated(model, processor):
@@ -56,7 +77,9 @@ def _calibrated(model, processor):
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # cumulative average over the pass
-    batch = torch.cat([processor(images=photo(n), return_tensors="pt")["pixel_values"] for n in ("astronaut", "chelsea", "coffee")])
+    batch = torch.cat(
+        [processor(images=photo(n), return_tensors="pt")["pixel_values"] for n in ("astronaut", "chelsea", "coffee")]
+    )
     model.train()
     with torch.no_grad():
         model(pixel_values=batch)
@@ -65,8 +88,12 @@ def _calibrated(model, processor):
 
 def _upernet():
     torch.manual_seed(1)
-    backbone = transformers.ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = transformers.UperNetConfig(backbone_config=backbone, hidden_size=16, pool_scales=[1, 2], use_auxiliary_head=False, **_labels(NAMES5))
+    backbone = transformers.ConvNextConfig(
+        hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    config = transformers.UperNetConfig(
+        backbone_config=backbone, hidden_size=16, pool_scales=[1, 2], use_auxiliary_head=False, **_labels(NAMES5)
+    )
     processor = transformers.SegformerImageProcessor(size={"height": 96, "width": 96})  # what upernet checkpoints ship
     return _calibrated(transformers.UperNetForSemanticSegmentation(config), processor)
 
@@ -102,8 +129,9 @@ def _mobilevit():
 def _beit():
     torch.manual_seed(4)
     config = transformers.BeitConfig(
-        image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-        out_indices=[0, 1, 2, 3], use_auxiliary_head=False, pool_scales=[1, 2], auxiliary_channels=16, **_labels(NAMES5),
+        image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64, out_indices=[0, 1, 2, 3], use_auxiliary_head=False, pool_scales=[1, 2],
+        auxiliary_channels=16, **_labels(NAMES5),
     )  # fmt: skip
     processor = transformers.BeitImageProcessor(size={"height": 64, "width": 64}, do_center_crop=False)
     return _calibrated(transformers.BeitForSemanticSegmentation(config), processor)
@@ -116,7 +144,10 @@ def _dpt():
         neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3],
         use_auxiliary_head=False, **_labels(NAMES5),
     )  # fmt: skip
-    return _calibrated(transformers.DPTForSemanticSegmentation(config), transformers.DPTImageProcessor(size={"height": 64, "width": 64}))
+    return _calibrated(
+        transformers.DPTForSemanticSegmentation(config),
+        transformers.DPTImageProcessor(size={"height": 64, "width": 64}),
+    )
 
 
 def _clip_tokenizer(words=("the", "task", "is", "semantic", "instance", "panoptic")):
@@ -165,9 +196,14 @@ def _oneformer():
                 p.mul_(20)
             elif "mask_embed" in name:
                 p.mul_(5)  # x 20 saturates the sigmoids: whole regions where every class scores 0, a tie
-    image_processor = transformers.OneFormerImageProcessor(size={"shortest_edge": 96, "longest_edge": 160}, num_labels=len(NAMES5))
+    image_processor = transformers.OneFormerImageProcessor(
+        size={"shortest_edge": 96, "longest_edge": 160}, num_labels=len(NAMES5)
+    )
     processor = transformers.OneFormerProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, max_seq_length=ONEFORMER_TASK_LEN, task_seq_length=ONEFORMER_TASK_LEN
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        max_seq_length=ONEFORMER_TASK_LEN,
+        task_seq_length=ONEFORMER_TASK_LEN,
     )
     return model, processor
 
@@ -191,13 +227,17 @@ def saved(tmp_path_factory):
     return make
 
 
-def _hf_pipeline(folder: Path, image: Image.Image, *, scores: bool = False) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
+def _hf_pipeline(
+    folder: Path, image: Image.Image, *, scores: bool = False
+) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
     """Hugging Face's own path: processor -> model -> post_process_semantic_segmentation.
     OneFormer: OneFormerProcessor (image processor + tokenizer) with task_inputs=["semantic"].
     ``scores``: also the (C, H, W) class scores the labels are the argmax of."""
     config = transformers.AutoConfig.from_pretrained(folder)
     universal = config.model_type in ("mask2former", "oneformer")
-    auto = transformers.AutoModelForUniversalSegmentation if universal else transformers.AutoModelForSemanticSegmentation
+    auto = (
+        transformers.AutoModelForUniversalSegmentation if universal else transformers.AutoModelForSemanticSegmentation
+    )
     model = auto.from_pretrained(folder).eval()
     if config.model_type == "oneformer":
         processor = transformers.AutoProcessor.from_pretrained(folder)
@@ -210,7 +250,9 @@ def _hf_pipeline(folder: Path, image: Image.Image, *, scores: bool = False) -> n
         outputs = model(**inputs)
     size = [(image.height, image.width)]
     if scores:
-        result = processor.post_process_semantic_segmentation(outputs, target_sizes=size, return_segmentation_scores=True)[0]
+        result = processor.post_process_semantic_segmentation(
+            outputs, target_sizes=size, return_segmentation_scores=True
+        )[0]
         return result.segmentation.numpy(), result.segmentation_scores
     return processor.post_process_semantic_segmentation(outputs, target_sizes=size)[0].numpy()
 
@@ -252,7 +294,14 @@ def test_oneformer_checkpoint_gives_class_scores_for_the_semantic_task(saved):
     # The task prompt, tokenized by the checkpoint's own tokenizer, as OneFormerProcessor does it.
     processor = transformers.AutoProcessor.from_pretrained(folder)
     tokens = processor.tokenizer.convert_ids_to_tokens(processor.tokenizer("the task is semantic")["input_ids"])
-    assert tokens == ["<|startoftext|>", "the</w>", "task</w>", "is</w>", "semantic</w>", "<|endoftext|>"]  # whole words
+    assert tokens == [
+        "<|startoftext|>",
+        "the</w>",
+        "task</w>",
+        "is</w>",
+        "semantic</w>",
+        "<|endoftext|>",
+    ]  # whole words
     image = photo("chelsea")
     expected = processor(images=image, task_inputs=["semantic"], return_tensors="pt")
     assert expected["task_inputs"].shape == (1, ONEFORMER_TASK_LEN)
@@ -265,7 +314,9 @@ def test_oneformer_checkpoint_gives_class_scores_for_the_semantic_task(saved):
     # OneFormer's post-processor keeps the mask logits at the model's 1/4 resolution (96 x 144 in).
     assert out.shape == (1, 5, 24, 36) and out.min() >= 0
     # Before the final resize: the post-processor's own class scores, bit for bit.
-    scores = processor.post_process_semantic_segmentation(outputs, return_segmentation_scores=True)[0].segmentation_scores
+    scores = processor.post_process_semantic_segmentation(outputs, return_segmentation_scores=True)[
+        0
+    ].segmentation_scores
     torch.testing.assert_close(out[0], scores, rtol=0, atol=0)
 
 
@@ -323,7 +374,9 @@ def test_palette_follows_class_names(tmp_path_factory, saved):
     voc = load_model(f"hf:{saved('mobilevit')}")
     np.testing.assert_array_equal(voc.palette, voc_palette())
     assert voc.normalize == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # MobileViT: rescale to 0..1 only
-    ade = _save(tmp_path_factory, "ade", *_segformer([n + " " if n == "bed" else n for n in ADE20K_CATEGORIES]))  # HF's "bed "
+    ade = _save(
+        tmp_path_factory, "ade", *_segformer([n + " " if n == "bed" else n for n in ADE20K_CATEGORIES])
+    )  # HF's "bed "
     loaded = load_model(f"hf:{ade}")
     assert loaded.categories == ADE20K_CATEGORIES  # names are stripped
     assert tuple(loaded.palette[0]) == (120, 120, 120)  # wall, ADE20K palette
@@ -455,7 +508,9 @@ def test_evaluate_on_ade20k_layout_scores_own_predictions_perfectly(tmp_path, sa
     "processor",
     [
         transformers.SegformerImageProcessor(do_resize=False),  # rescale 1/255, ImageNet mean/std
-        transformers.SegformerImageProcessor(do_resize=False, rescale_factor=1 / 127.5, image_mean=[1, 1, 1], image_std=[1, 1, 1]),
+        transformers.SegformerImageProcessor(
+            do_resize=False, rescale_factor=1 / 127.5, image_mean=[1, 1, 1], image_std=[1, 1, 1]
+        ),
         transformers.MobileViTImageProcessor(do_resize=False, do_center_crop=False),  # 0..1, then RGB -> BGR
     ],
     ids=["imagenet", "minus-one-to-one", "bgr"],
@@ -495,5 +550,12 @@ def test_hub_checkpoint_fingerprint_comes_from_the_cache(tmp_path, monkeypatch):
     (snapshot / "model.safetensors").symlink_to(repo_dir / "blobs" / digest)
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text("c" * 40)
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", functools.partial(huggingface_hub.try_to_load_from_cache, cache_dir=tmp_path))
-    assert hf._weights_fingerprint("org/tiny", None, False) == (f"org/tiny (commit {'c' * 12}, sha256 {'ab' * 6})", digest)
+    monkeypatch.setattr(
+        huggingface_hub,
+        "try_to_load_from_cache",
+        functools.partial(huggingface_hub.try_to_load_from_cache, cache_dir=tmp_path),
+    )
+    assert hf._weights_fingerprint("org/tiny", None, False) == (
+        f"org/tiny (commit {'c' * 12}, sha256 {'ab' * 6})",
+        digest,
+    )

@@ -80,7 +80,12 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[tuple[
         elif isinstance(node, ast.Call):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            if called == "import_module" and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            if (
+                called == "import_module"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 name = node.args[0].value
                 if name.startswith("."):
                     level = len(name) - len(name.lstrip("."))

@@ -106,7 +106,8 @@ def test_extreme_aspect_ratio_is_refused_not_run(weights_file):
         seg(Image.new("RGB", (20000, 100)))
     assert str(info.value) == (
         "image is 20000x100: the model's resize to a 520-pixel short side makes it 104000x520, above the limit of "
-        "17305600 pixels for one pass (aspect ratio at most 64:1); use --tile 512 (full resolution, in windows) or crop it"
+        "17305600 pixels for one pass (aspect ratio at most 64:1); use --tile 512 (full resolution, in windows) "
+        "or crop it"
     )
     seg.check_size(6400, 100)  # resized to 33280x520: the limit exactly
 
@@ -146,7 +147,7 @@ def test_autocast_precisions_and_bad_combos(photos, weights_file):
     fp32 = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")(photos[1]).labels
     bf16 = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", precision="bf16")(photos[1]).labels
     assert bf16.shape == fp32.shape and (bf16 == fp32).mean() > 0.8  # approximate, measured
-    with pytest.raises(ValueError, match="int8 needs --backend openvino"):
+    with pytest.raises(ValueError, match="int8 needs backend=openvino"):
         Segmenter(SMALL, weights="random", precision="int8")
 
 
@@ -212,7 +213,9 @@ def test_tile_seams_do_not_show(photos, weights_file):
     whole = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", scale=1.0)(image).labels
     agreement = {}
     for overlap in (0.0, 0.5):
-        labels = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=overlap, batch_size=2)(image).labels
+        labels = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=overlap, batch_size=2)(
+            image
+        ).labels
         seam = _seams(labels.shape, 256, overlap)
         same = labels == whole
         agreement[overlap] = (same[seam].mean(), same[~seam].mean())
@@ -238,7 +241,9 @@ def test_tiles_blend_with_weights_that_fall_off_toward_shared_edges():
 
 
 def test_tiled_inference_with_scale_returns_labels_at_the_image_size(photos, weights_file):
-    seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=128, overlap=0.25, scale=0.5, confidence=True)
+    seg = Segmenter(
+        SMALL, weights=weights_file(SMALL), device="cpu", tile=128, overlap=0.25, scale=0.5, confidence=True
+    )
     result = seg(photos[1])  # 451x300 -> 226x150 windows -> back to 451x300
     assert result.labels.shape == (300, 451) and result.confidence.shape == (300, 451)
 
@@ -253,7 +258,9 @@ def test_chunked_confidence_equals_one_pass():
     torch.manual_seed(0)
     logits = torch.randn(21, 70, 90)
     labels, conf = upsample_argmax(logits, (300, 400), confidence=True)
-    small_labels, small_conf = upsample_argmax(logits, (300, 400), confidence=True, budget_bytes=300 * 400 * 4 * 2 * 3)  # 3 classes at a time
+    small_labels, small_conf = upsample_argmax(
+        logits, (300, 400), confidence=True, budget_bytes=300 * 400 * 4 * 2 * 3
+    )  # 3 classes at a time
     up = F.interpolate(logits[None], size=(300, 400), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(conf, torch.softmax(up, 0).max(0).values)
     assert torch.equal(labels, small_labels)
@@ -272,7 +279,15 @@ def test_bad_scale_tile_overlap_are_refused(weights_file):
 
 def test_window_progress_counts_every_window(photos, weights_file):
     calls = []
-    seg = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", tile=256, overlap=0.5, batch_size=2, window_progress=lambda d, t: calls.append((d, t)))
+    seg = Segmenter(
+        SMALL,
+        weights=weights_file(SMALL),
+        device="cpu",
+        tile=256,
+        overlap=0.5,
+        batch_size=2,
+        window_progress=lambda d, t: calls.append((d, t)),
+    )
     seg(photos[0])  # 512x512: starts 0, 128, 256 per axis -> 3 x 3 windows, 2 per batch (rows of 3: 2 + 1)
     assert calls == [(2, 9), (3, 9), (5, 9), (6, 9), (8, 9), (9, 9)]
 
@@ -285,7 +300,9 @@ def test_predict_returns_one_prediction_per_image(photos, weights_file):
     assert isinstance(p, Prediction) and p.confidence is None and p.seconds > 0
     assert p.labels.shape == (300, 451) and p.labels.dtype == np.uint8
     for extra in ({}, {"tile": 256}):  # the whole-image and the tiled path
-        q = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", confidence=True, **extra).predict([photos[1]])[0]
+        q = Segmenter(SMALL, weights=weights_file(SMALL), device="cpu", confidence=True, **extra).predict([photos[1]])[
+            0
+        ]
         assert q.labels.shape == q.confidence.shape == (300, 451) and q.confidence.dtype == np.uint8
 
 

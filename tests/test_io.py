@@ -245,7 +245,7 @@ def test_load_real_jpeg_from_skimage(tmp_path):
 
 
 def test_load_exif_orientation_png_exact(tmp_path):
-    pixels = (np.arange(6, dtype=np.uint8).reshape(2, 3) * 40)  # 3 wide, 2 high
+    pixels = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40  # 3 wide, 2 high
     exif = Image.Exif()
     exif[0x0112] = 6  # display rotated 90 degrees clockwise
     path = tmp_path / "rotated.png"
@@ -472,8 +472,10 @@ def test_image_size_reads_png_metadata_after_the_pixel_data():
     from PIL import PngImagePlugin
 
     xmp = PngImagePlugin.PngInfo()
-    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-                 '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="8"/></rdf:RDF></x:xmpmeta>')  # fmt: skip
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+                 '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                 '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="8"/>'
+                 '</rdf:RDF></x:xmpmeta>')  # fmt: skip
     late_xmp = _move_after_pixels(_encode(photo, "PNG", pnginfo=xmp), b"iTXt")
     assert image_size(late_xmp) == load_image(late_xmp).size == (300, 451)
     apng = _encode(photo, "PNG", save_all=True, append_images=[photo], exif=_exif(6))
@@ -494,13 +496,25 @@ def test_image_size_errors_are_load_images(tmp_path):
     text.write_text("not a picture")
     ico = _encode(Image.new("RGB", (16, 16)), "ICO")  # a format outside the allowlist
     big = _encode(Image.new("RGB", (20, 10)), "PNG")
-    cases = [(empty, {}), (text, {}), (ico, {}), (big, {"max_pixels": 199}), (_png_header_only(20000, 10000), {"max_pixels": None}), (tmp_path / "nope.png", {}), (tmp_path, {})]
+    cases = [
+        (empty, {}),
+        (text, {}),
+        (ico, {}),
+        (big, {"max_pixels": 199}),
+        (_png_header_only(20000, 10000), {"max_pixels": None}),
+        (tmp_path / "nope.png", {}),
+        (tmp_path, {}),
+    ]
     for source, kwargs in cases:
         with pytest.raises(ImageLoadError) as from_header:
             image_size(source, **kwargs)
         with pytest.raises(ImageLoadError) as from_pixels:
             load_image(source, **kwargs)
-        assert (from_header.value.path, from_header.value.reason, from_header.value.kind) == (from_pixels.value.path, from_pixels.value.reason, from_pixels.value.kind)
+        assert (from_header.value.path, from_header.value.reason, from_header.value.kind) == (
+            from_pixels.value.path,
+            from_pixels.value.reason,
+            from_pixels.value.kind,
+        )
     assert image_size(big, max_pixels=200) == (20, 10)
     with pytest.raises(TypeError, match="image_size expects a path, bytes or a binary file object, got int"):
         image_size(3)
@@ -521,9 +535,15 @@ def test_check_size_gets_the_oriented_header_size_before_decoding():
     with pytest.raises(ImageLoadError) as info:
         load_image(header, check_size=refuse)
     assert calls == [(30000, 20)]
-    assert (info.value.kind, info.value.reason) == ("bad_shape", "image is 30000x20: too elongated; use --tile 512 or crop it")
+    assert (info.value.kind, info.value.reason) == (
+        "bad_shape",
+        "image is 30000x20: too elongated; use --tile 512 or crop it",
+    )
     assert str(info.value) == "<bytes>: image is 30000x20: too elongated; use --tile 512 or crop it"
-    assert isinstance(info.value.__cause__, ImageShapeError) and info.value.__cause__.cli_hint == "use --tile 512 or crop it"
+    assert (
+        isinstance(info.value.__cause__, ImageShapeError)
+        and info.value.__cause__.cli_hint == "use --tile 512 or crop it"
+    )
     # a check that passes: then the pixels are decoded (and here found missing)
     with pytest.raises(ImageLoadError, match="could not decode image data"):
         load_image(header, check_size=lambda w, h: None)
@@ -964,7 +984,11 @@ def test_image_size_and_check_size_of_a_url(web):
 
     with pytest.raises(ImageLoadError) as info:
         load_image(f"{web}/astronaut.jpg", check_size=refuse)
-    assert (info.value.path, info.value.reason, info.value.kind) == (f"{web}/astronaut.jpg", "image is 512x512: no", "bad_shape")
+    assert (info.value.path, info.value.reason, info.value.kind) == (
+        f"{web}/astronaut.jpg",
+        "image is 512x512: no",
+        "bad_shape",
+    )
 
 
 def test_load_url_follows_redirects(web, jpeg_bytes):
@@ -1024,7 +1048,10 @@ def test_url_too_large_while_streaming_stops_reading(web, http_server, path):
     # no Content-Length: the limit (100000 bytes = 97.7 KB) trips while reading, and the client
     # hangs up, so the server cannot push its 64 MB (at most the socket buffers' few MB get out)
     error = _load_error(web + path, url_max_bytes=100_000)
-    assert (error.reason, error.kind) == ("larger than 97.7 KB; download it yourself or raise the limit (--url-max-mb)", "too_large")
+    assert (error.reason, error.kind) == (
+        "larger than 97.7 KB; download it yourself or raise the limit (--url-max-mb)",
+        "too_large",
+    )
     assert http_server.sent[path].get(timeout=10) < STREAM_TOTAL
 
 

@@ -51,7 +51,9 @@ def assert_same_run(a, b):
         if rel.startswith("summary."):
             continue
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-    assert without_timings(json.loads((a / "summary.json").read_text())) == without_timings(json.loads((b / "summary.json").read_text()))
+    assert without_timings(json.loads((a / "summary.json").read_text())) == without_timings(
+        json.loads((b / "summary.json").read_text())
+    )
     assert csv_without_timings(a / "summary.csv") == csv_without_timings(b / "summary.csv")
 
 
@@ -68,14 +70,21 @@ def photo_folder(tmp_path, photos):
 def test_library_call_writes_what_the_command_writes(photo_folder, tmp_path, capsys, weights_file):
     w = weights_file(SMALL)
     summary = seglens.segment([str(photo_folder)], tmp_path / "lib", model=SMALL, weights=w)
-    assert main(["segment", str(photo_folder), "--out", str(tmp_path / "cli"), "--model", SMALL, "--weights", str(w), "-q"]) == 0
+    assert (
+        main(
+            ["segment", str(photo_folder), "--out", str(tmp_path / "cli"), "--model", SMALL, "--weights", str(w), "-q"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert isinstance(summary, seglens.RunSummary) and summary.ok
     assert (summary.segmented, summary.skipped, summary.failures) == (3, 0, ())
     assert_same_run(tmp_path / "lib", tmp_path / "cli")
     assert "astronaut.png" in files_under(tmp_path / "lib") and JOURNAL not in files_under(tmp_path / "lib")
     assert summary.to_json() == (tmp_path / "lib" / "summary.json").read_text(encoding="utf-8")
-    assert [e["input"] for e in summary.items] == [str(photo_folder / n) for n in ("astronaut.jpg", "coffee.jpg", "sub/chelsea.png")]
+    assert [e["input"] for e in summary.items] == [
+        str(photo_folder / n) for n in ("astronaut.jpg", "coffee.jpg", "sub/chelsea.png")
+    ]
     assert summary.settings["model"] == SMALL and summary.settings["weights"] == str(w)
     with pytest.raises(Exception):  # frozen
         summary.items = ()
@@ -89,13 +98,19 @@ def test_entries_are_the_results_to_dict(tmp_path, photos, weights_file):
     described = result.to_dict()
     entry = summary.items[0]
     assert list(entry) == ["input", "width", "height", "seconds", "classes", "outputs"]
-    assert {k: entry[k] for k in ("width", "height", "classes")} == {k: described[k] for k in ("width", "height", "classes")}
+    assert {k: entry[k] for k in ("width", "height", "classes")} == {
+        k: described[k] for k in ("width", "height", "classes")
+    }
     assert entry["outputs"] == {"mask": "cat.png", "confidence": "cat_confidence.png"}
     row = described["classes"][0]
     assert list(row) == ["index", "name", "pixels", "fraction", "color", "mean_confidence"]
-    assert row["fraction"] == round(result.classes[0].fraction, 6) and row["mean_confidence"] == round(result.classes[0].confidence, 4)
+    assert row["fraction"] == round(result.classes[0].fraction, 6) and row["mean_confidence"] == round(
+        result.classes[0].confidence, 4
+    )
     exact = result.to_dict(digits=None, hex_colors=True)["classes"][0]
-    assert exact["fraction"] == result.classes[0].fraction and exact["hex"] == "#{:02x}{:02x}{:02x}".format(*exact["color"])
+    assert exact["fraction"] == result.classes[0].fraction and exact["hex"] == "#{:02x}{:02x}{:02x}".format(
+        *exact["color"]
+    )
 
 
 def kill_when(proc, journal, lines: int, timeout: float = 240.0) -> int:
@@ -111,7 +126,9 @@ def kill_when(proc, journal, lines: int, timeout: float = 240.0) -> int:
             proc.wait(30)
             return seen
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended before it could be killed (exit {proc.returncode}): {proc.stderr.read()}")
+            raise AssertionError(
+                f"the run ended before it could be killed (exit {proc.returncode}): {proc.stderr.read()}"
+            )
         time.sleep(0.005)
     proc.kill()
     raise AssertionError("the journal did not grow in time")
@@ -123,7 +140,9 @@ def test_killed_with_sigkill_and_resumed_ends_exactly_like_a_clean_run(tmp_path,
     folder.mkdir()
     for k in range(12):
         image = photo(("astronaut", "chelsea", "coffee")[k % 3])
-        image.crop((5 * k, 3 * k, image.width - 4 * k, image.height - 2 * k)).resize((224 + 8 * k, 200)).save(folder / f"p{k:02d}.jpg", quality=90)
+        image.crop((5 * k, 3 * k, image.width - 4 * k, image.height - 2 * k)).resize((224 + 8 * k, 200)).save(
+            folder / f"p{k:02d}.jpg", quality=90
+        )
     w = str(weights_file(SMALL))
     args = ["segment", str(folder), "--model", SMALL, "--weights", w, "-q"]
     killed = tmp_path / "killed"
@@ -178,7 +197,9 @@ def test_resume_takes_entries_only_from_runs_with_the_same_settings(tmp_path, ph
     first = segment(src, out, model=SMALL, weights=w, outputs=["mask"])
     again = segment(src, out, model=SMALL, weights=w, outputs=["mask"], skip_existing=True)
     assert (again.segmented, again.skipped) == (0, 2)
-    assert [without_timings({"images": [e]}) for e in again.items] == [without_timings({"images": [e]}) for e in first.items]
+    assert [without_timings({"images": [e]}) for e in again.items] == [
+        without_timings({"images": [e]}) for e in first.items
+    ]
     assert [e["seconds"] for e in again.items] == [e["seconds"] for e in first.items]  # taken over, not redone
     tiled = segment(src, out, model=SMALL, weights=w, outputs=["mask"], skip_existing=True, tile=256)
     assert (tiled.segmented, tiled.skipped) == (2, 0)  # other labels: the files are redone
@@ -229,9 +250,21 @@ def test_events_progress_factory_and_a_ready_segmenter(tmp_path, photos, weights
 
     events = []
     seg = seglens.Segmenter(SMALL, weights=weights_file(SMALL), device="cpu")
-    summary = segment([src], tmp_path / "out", segmenter=seg, outputs=("mask",), progress=Bar, on_event=events.append, workers=0, writers=0)
+    summary = segment(
+        [src],
+        tmp_path / "out",
+        segmenter=seg,
+        outputs=("mask",),
+        progress=Bar,
+        on_event=events.append,
+        workers=0,
+        writers=0,
+    )
     assert [(b.kwargs["total"], b.kwargs["unit"], b.n, b.closed) for b in bars] == [(3, "img", 3, True)]
-    assert [(e.kind, os.path.basename(e.input)) for e in events if e.kind != "failed"] == [("done", "a.png"), ("done", "b.png")]
+    assert [(e.kind, os.path.basename(e.input)) for e in events if e.kind != "failed"] == [
+        ("done", "a.png"),
+        ("done", "b.png"),
+    ]
     failed = [e for e in events if e.kind == "failed"]
     assert len(failed) == 1 and failed[0].input == str(src / "broken.png") and "not an image" in failed[0].message
     assert summary.settings["model"] == SMALL and summary.failures[0]["input"] == str(src / "broken.png")
@@ -251,12 +284,33 @@ def test_library_errors_speak_api_terms_and_the_command_its_flags(tmp_path, caps
         stream = container.add_stream("libx264", rate=12)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for i in range(2):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")))
+            container.mux(
+                stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24"))
+            )
         container.mux(stream.encode(None))
     summary = segment(clip, tmp_path / "out", model=SMALL, weights="random", outputs=["figure"])
     assert summary.failures[0]["error"] == "nothing to write for a video; add overlay and/or mask to outputs="
-    assert main(["segment", str(clip), "--out", str(tmp_path / "o2"), "--model", SMALL, "--weights", "random", "--outputs", "figure", "-q"]) == 1
-    assert f"error: {clip}: nothing to write for a video; add overlay and/or mask to --outputs" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "segment",
+                str(clip),
+                "--out",
+                str(tmp_path / "o2"),
+                "--model",
+                SMALL,
+                "--weights",
+                "random",
+                "--outputs",
+                "figure",
+                "-q",
+            ]
+        )
+        == 1
+    )
+    assert (
+        f"error: {clip}: nothing to write for a video; add overlay and/or mask to --outputs" in capsys.readouterr().err
+    )
 
 
 # ---------------------------------------------------------------- decoder warnings
@@ -292,7 +346,9 @@ def test_decoder_warnings_go_to_the_summary_not_the_console(tmp_path, photos, ca
     err = capsys.readouterr().err
     assert not [w for w in shown if "Tag data" in str(w.message)]
     assert "Tag data" not in err and "UserWarning" not in err
-    entries = {os.path.basename(e["input"]): e for e in json.loads((tmp_path / "out" / "summary.json").read_text())["images"]}
+    entries = {
+        os.path.basename(e["input"]): e for e in json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
+    }
     assert entries["odd.tif"]["warnings"] == [WARNING]
     assert "warnings" not in entries["plain.png"]
     assert main([*args, "--out", str(tmp_path / "debug"), "--debug"]) == 0
@@ -309,7 +365,9 @@ def test_warnings_are_kept_per_item_across_reading_threads(tmp_path, photos, wei
             photos[k % 3].resize((96, 64)).save(src / f"{k}.png")
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        summary = segment(src, tmp_path / "out", model=SMALL, weights=weights_file(SMALL), outputs=["mask"], workers=3, batch_size=2)
+        summary = segment(
+            src, tmp_path / "out", model=SMALL, weights=weights_file(SMALL), outputs=["mask"], workers=3, batch_size=2
+        )
     assert not [w for w in shown if "Tag data" in str(w.message)]
     assert {os.path.basename(e["input"]): e.get("warnings") for e in summary.items} == {
         f"{k}.{'tif' if k % 2 else 'png'}": ([WARNING] if k % 2 else None) for k in range(6)
@@ -373,6 +431,8 @@ def test_one_background_rule_for_overlays_legends_and_palettes():
 def test_a_journal_line_cut_short_by_a_kill_is_ignored(tmp_path):
     header = {"journal": 1, "settings": {"model": SMALL}, "options": {}}
     entry = {"input": "a.png", "width": 1, "height": 1, "seconds": 0.1, "classes": [], "outputs": {"mask": "a.png"}}
-    (tmp_path / JOURNAL).write_text(json.dumps(header) + "\n" + json.dumps({"entry": entry}) + "\n" + '{"entry": {"input": "b.p', encoding="utf-8")
+    (tmp_path / JOURNAL).write_text(
+        json.dumps(header) + "\n" + json.dumps({"entry": entry}) + "\n" + '{"entry": {"input": "b.p', encoding="utf-8"
+    )
     assert read_journal(tmp_path) == (header, [entry])
     assert read_journal(tmp_path / "missing") == (None, [])

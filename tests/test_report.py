@@ -61,14 +61,42 @@ def make_metrics() -> dict:
         "absent_rule": "A class absent from both ground truth and predictions is reported as absent.",
         "class_names": ["background", "cat", HOSTILE, "cow"],
         "per_class": {
-            "background": {"index": 0, "iou": 78.0488, "acc": 80.0, "dice": 87.6712, "gt_pixels": 10000,
-                           "pred_pixels": 8250, "absent": False},
-            "cat": {"index": 1, "iou": 32.0, "acc": 80.0, "dice": 48.4848, "gt_pixels": 1000, "pred_pixels": 2300,
-                    "absent": False},
-            HOSTILE: {"index": 2, "iou": 56.1404, "acc": 80.0, "dice": 71.9101, "gt_pixels": 2000,
-                      "pred_pixels": 2450, "absent": False},
-            "cow": {"index": 3, "iou": None, "acc": None, "dice": None, "gt_pixels": 0, "pred_pixels": 0,
-                    "absent": True},
+            "background": {
+                "index": 0,
+                "iou": 78.0488,
+                "acc": 80.0,
+                "dice": 87.6712,
+                "gt_pixels": 10000,
+                "pred_pixels": 8250,
+                "absent": False,
+            },
+            "cat": {
+                "index": 1,
+                "iou": 32.0,
+                "acc": 80.0,
+                "dice": 48.4848,
+                "gt_pixels": 1000,
+                "pred_pixels": 2300,
+                "absent": False,
+            },
+            HOSTILE: {
+                "index": 2,
+                "iou": 56.1404,
+                "acc": 80.0,
+                "dice": 71.9101,
+                "gt_pixels": 2000,
+                "pred_pixels": 2450,
+                "absent": False,
+            },
+            "cow": {
+                "index": 3,
+                "iou": None,
+                "acc": None,
+                "dice": None,
+                "gt_pixels": 0,
+                "pred_pixels": 0,
+                "absent": True,
+            },
         },  # fmt: skip
         "confusion_matrix": [[8000, 1200, 800, 0], [150, 800, 50, 0], [100, 300, 1600, 0], [0, 0, 0, 0]],
         "top_confusions": [
@@ -80,19 +108,41 @@ def make_metrics() -> dict:
             "thresholds": [64, 1024],
             "unit": "pixels of a ground-truth region",
             "buckets": {
-                "small": {"regions": 8, "pixels": 500, "hit_pixels": 205, "pixel_recall": 41.0,
-                          "mean_region_recall": 36.0},
-                "medium": {"regions": 1, "pixels": 1000, "hit_pixels": 800, "pixel_recall": 80.0,
-                           "mean_region_recall": 80.0},
-                "large": {"regions": 1, "pixels": 1500, "hit_pixels": 1320, "pixel_recall": 88.0,
-                          "mean_region_recall": 88.0},
+                "small": {
+                    "regions": 8,
+                    "pixels": 500,
+                    "hit_pixels": 205,
+                    "pixel_recall": 41.0,
+                    "mean_region_recall": 36.0,
+                },
+                "medium": {
+                    "regions": 1,
+                    "pixels": 1000,
+                    "hit_pixels": 800,
+                    "pixel_recall": 80.0,
+                    "mean_region_recall": 80.0,
+                },
+                "large": {
+                    "regions": 1,
+                    "pixels": 1500,
+                    "hit_pixels": 1320,
+                    "pixel_recall": 88.0,
+                    "mean_region_recall": 88.0,
+                },
             },  # fmt: skip
         },
         # band: 1200 of 2000 correct; interior 9200 of 11000 = 83.6364%
-        "boundary": {"width": 3, "band_pixels": 2000, "band_acc": 60.0, "interior_pixels": 11000,
-                     "interior_acc": 83.6364},  # fmt: skip
-        "per_image": [{"name": "2008_000123", "miou": 12.5, "pixel_acc": 70.0},
-                      {"name": "odd <name>", "miou": 30.0, "pixel_acc": 85.0}],  # fmt: skip
+        "boundary": {
+            "width": 3,
+            "band_pixels": 2000,
+            "band_acc": 60.0,
+            "interior_pixels": 11000,
+            "interior_acc": 83.6364,
+        },  # fmt: skip
+        "per_image": [
+            {"name": "2008_000123", "miou": 12.5, "pixel_acc": 70.0},
+            {"name": "odd <name>", "miou": 30.0, "pixel_acc": 85.0},
+        ],  # fmt: skip
         "worst": [
             {"name": "2008_000123", "miou": 12.5, "file": WORST_FILES[0]},
             {"name": "odd <name>", "miou": 30.0, "file": WORST_FILES[1]},
@@ -149,10 +199,7 @@ def test_summary_line_without_published_with_tta_one_image():
 def test_markdown_published_line_exact():
     md = render_markdown(make_metrics())
     # 55.3964 - 66.4 = -11.0036; 80.0 - 92.4 = -12.4
-    line = (
-        "published 66.4 / 92.4, measured 55.4 / 80.0 (mIoU / pixel acc; difference -11.0 / -12.4; "
-        f"source: {SOURCE})"
-    )
+    line = f"published 66.4 / 92.4, measured 55.4 / 80.0 (mIoU / pixel acc; difference -11.0 / -12.4; source: {SOURCE})"
     assert line in md.splitlines()
     assert "| mIoU | 55.4 | 66.4 |" in md.splitlines()
 
@@ -263,7 +310,7 @@ def test_plot_confusion_row_normalised_with_blank_absent_row():
     expected = [[80, 12, 8, 0], [15, 80, 5, 0], [5, 15, 80, 0]]  # 100 * cm[i, j] / row sum, see make_metrics
     np.testing.assert_array_equal(values[:3].filled(-1), expected)
     assert values.mask[3].all() and not values.mask[:3].any()
-    names = ["background", "cat", "<b>&\"dog\\$x\\$", "cow"]
+    names = ["background", "cat", '<b>&"dog\\$x\\$', "cow"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == names
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == names
     assert len(fig.axes) == 2  # the heatmap and its colour bar
@@ -290,7 +337,7 @@ def test_plot_per_class_iou_sorted_voc_coloured_outlined():
         assert bar.get_facecolor()[:3] == pytest.approx(tuple(c / 255 for c in voc[index]))
         assert bar.get_edgecolor()[:3] == pytest.approx((0.2, 0.2, 0.2))
         assert bar.get_linewidth() > 0
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "<b>&\"dog\\$x\\$", "background"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", '<b>&"dog\\$x\\$', "background"]
     assert list(ax.lines[0].get_xdata()) == [55.3964, 55.3964]
     png_ok(fig)
 
@@ -325,7 +372,7 @@ def test_html_self_contained_and_escaped(tmp_path):
     assert all(png.startswith(b"\x89PNG") for png in embedded)
     assert "&lt;b&gt;&amp;&quot;dog$x$" in text and HOSTILE not in text and "<b>" not in text
     assert "odd &lt;name&gt;" in text and "/data/a&amp;b.png" in text and "&lt;100x80&gt; vs 90x80" in text
-    assert "<td class=\"r\">78.0</td>" in text
+    assert '<td class="r">78.0</td>' in text
 
 
 def test_html_refuses_panels_outside_out_dir_or_not_png(tmp_path):
@@ -334,7 +381,10 @@ def test_html_refuses_panels_outside_out_dir_or_not_png(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "secret.png")
     (out / "worst" / "fake.png").write_text("not a png")
     m = make_metrics()
-    m["worst"] = [{"name": "a", "miou": 1.0, "file": "../secret.png"}, {"name": "b", "miou": 2.0, "file": "worst/fake.png"}]
+    m["worst"] = [
+        {"name": "a", "miou": 1.0, "file": "../secret.png"},
+        {"name": "b", "miou": 2.0, "file": "worst/fake.png"},
+    ]
     text = render_html(m, out_dir=out)
     assert len(data_uris(text)) == 4  # the plots only
     assert "panel image missing or not a PNG: ../secret.png" in text

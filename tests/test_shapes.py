@@ -84,10 +84,20 @@ def segs(weights_file) -> dict[str, Segmenter]:
 def test_image_shape_error_is_a_one_line_value_error_with_a_flag_free_reason():
     e = ImageShapeError((49_000_000, 1), "image is 49000000x1: too long", "use --tile 512 or crop it")
     assert isinstance(e, ValueError)
-    assert (e.size, e.reason, e.cli_hint) == ((49_000_000, 1), "image is 49000000x1: too long", "use --tile 512 or crop it")
+    assert (e.size, e.reason, e.cli_hint) == (
+        (49_000_000, 1),
+        "image is 49000000x1: too long",
+        "use --tile 512 or crop it",
+    )
     assert str(e) == "image is 49000000x1: too long; use --tile 512 or crop it"
     copy = pickle.loads(pickle.dumps(e))
-    assert (type(copy), copy.size, copy.reason, copy.cli_hint, str(copy)) == (ImageShapeError, e.size, e.reason, e.cli_hint, str(e))
+    assert (type(copy), copy.size, copy.reason, copy.cli_hint, str(copy)) == (
+        ImageShapeError,
+        e.size,
+        e.reason,
+        e.cli_hint,
+        str(e),
+    )
     assert LIMIT == _MAX_MODEL_PIXELS == 17_305_600
 
 
@@ -117,7 +127,14 @@ def test_every_refusal_names_the_image_and_the_limit_and_no_flag_in_its_reason(s
 def test_short_side_resize_is_what_torchvision_makes(segs):
     transforms = segs["default"].loaded.transforms
     random.seed(0)
-    sizes = [(random.randint(1, 700), random.randint(1, 700)) for _ in range(25)] + [(1, 1), (520, 520), (521, 7), (7, 521), (64, 1), (1, 65)]
+    sizes = [(random.randint(1, 700), random.randint(1, 700)) for _ in range(25)] + [
+        (1, 1),
+        (520, 520),
+        (521, 7),
+        (7, 521),
+        (64, 1),
+        (1, 65),
+    ]
     for w, h in sizes:
         shape = transforms(Image.new("RGB", (w, h))).shape
         assert _short_side_resize(w, h, 520) == (shape[2], shape[1]), (w, h)
@@ -141,13 +158,22 @@ def test_default_mode_boundary_is_the_limit_at_a_520_pixel_short_side(segs, shor
 def test_default_mode_messages_of_the_issue_files(segs):
     seg = segs["default"]
     assert str(refused(seg, 49_000_000, 1)) == (
-        "image is 49000000x1: the model's resize to a 520-pixel short side makes it 25480000000x520, above the limit of "
-        "17305600 pixels for one pass (aspect ratio at most 64:1); crop it (it is too thin for --tile too)"
+        "image is 49000000x1: the model's resize to a 520-pixel short side makes it 25480000000x520, "
+        "above the limit of 17305600 pixels for one pass (aspect ratio at most 64:1); "
+        "crop it (it is too thin for --tile too)"
     )
-    assert str(refused(seg, 10_000_000, 5)).endswith("makes it 1040000000x520, above the limit of 17305600 pixels for one pass (aspect ratio at most 64:1); crop it (it is too thin for --tile too)")
+    assert str(refused(seg, 10_000_000, 5)).endswith(
+        "makes it 1040000000x520, above the limit of 17305600 pixels for one pass (aspect ratio at most 64:1); "
+        "crop it (it is too thin for --tile too)"
+    )
     # one row of 173-pixel windows across 100000 pixels holds 17300000 <= limit; 174 would not
-    assert str(refused(seg, 100_000, 490)).endswith("makes it 106122x520, above the limit of 17305600 pixels for one pass (aspect ratio at most 64:1); use --tile 173 (full resolution, in windows) or crop it")
-    assert refused(seg, 40_000, 600).cli_hint == "use --tile 432 (full resolution, in windows) or crop it"  # 432 x 40000 fits
+    assert str(refused(seg, 100_000, 490)).endswith(
+        "makes it 106122x520, above the limit of 17305600 pixels for one pass (aspect ratio at most 64:1); "
+        "use --tile 173 (full resolution, in windows) or crop it"
+    )
+    assert (
+        refused(seg, 40_000, 600).cli_hint == "use --tile 432 (full resolution, in windows) or crop it"
+    )  # 432 x 40000 fits
     assert refused(seg, 1, 49_000_000).cli_hint == "use --tile 512 (full resolution, in windows) or crop it"
 
 
@@ -161,7 +187,11 @@ def test_preprocess_checks_before_resizing(segs, monkeypatch):
     thin = Image.new("1", (10_000_000, 5))  # 6 MB as stored; 150 MB as RGB, 1 GB+ resized
     with pytest.raises(ImageShapeError, match=r"^image is 10000000x5: "):
         seg.preprocess(thin)
-    with pytest.raises(ImageShapeError, match=r"^image is 10000000x5: 50000000 pixels, above the limit of 17305600 pixels for one pass; use a smaller --scale or crop it$"):
+    with pytest.raises(
+        ImageShapeError,
+        match=r"^image is 10000000x5: 50000000 pixels, above the limit of 17305600 pixels for one pass; "
+        r"use a smaller --scale or crop it$",
+    ):
         segs["scale1"].preprocess(thin)
     with pytest.raises(ImageShapeError, match=r"^image is 20000x100: "):
         seg(np.zeros((100, 20000), np.uint8))  # arrays and PIL images go through preprocess too
@@ -174,12 +204,18 @@ def test_scale_mode_boundary_is_the_scaled_pixel_count(segs):
     one, two = segs["scale1"], segs["scale2"]
     assert refused(one, LIMIT, 1) is None and refused(one, 33_280, 520) is None and refused(one, 4160, 4160) is None
     for w, h in ((LIMIT + 1, 1), (33_281, 520), (4161, 4160)):
-        assert refused(one, w, h).reason == f"image is {w}x{h}: {w * h} pixels, above the limit of {LIMIT} pixels for one pass"
+        assert (
+            refused(one, w, h).reason
+            == f"image is {w}x{h}: {w * h} pixels, above the limit of {LIMIT} pixels for one pass"
+        )
     # scale 2: max(1, round(side * 2)) per side
     assert refused(two, 16_640, 260) is None and refused(two, LIMIT // 4, 1) is None  # 33280x520, 8652800x2
     assert refused(two, LIMIT // 4 + 1, 1) is not None
     e = refused(two, 16_641, 260)
-    assert e.reason == f"image is 16641x260 (at scale 2, 33282x520): {33_282 * 520} pixels, above the limit of {LIMIT} pixels for one pass"
+    assert e.reason == (
+        f"image is 16641x260 (at scale 2, 33282x520): {33_282 * 520} pixels, "
+        f"above the limit of {LIMIT} pixels for one pass"
+    )
     assert e.cli_hint == "add --tile 512 (in windows) or use a smaller --scale"
     assert refused(one, 49_000_000, 1).cli_hint == "use a smaller --scale or crop it"
     assert refused(one, 100_000, 490).cli_hint == "add --tile 173 (in windows) or use a smaller --scale"
@@ -194,12 +230,18 @@ def test_tile_mode_boundary_is_one_row_of_windows(segs):
     assert refused(seg, 1, 49_000_000) is None  # tall: a row of windows is 512 x 1 pixels
     assert refused(seg, 10_000, 10_000) is None
     e = refused(seg, widest + 1, 5000)
-    assert e.reason == f"image is 33801x5000: one row of 512-pixel windows across it holds 512x33801 = {512 * 33_801} pixels of logits, above the limit of {LIMIT}"
+    assert e.reason == (
+        f"image is 33801x5000: one row of 512-pixel windows across it holds 512x33801 = {512 * 33_801} pixels "
+        f"of logits, above the limit of {LIMIT}"
+    )
     assert e.cli_hint == "use --tile 511 or smaller, or crop it"
-    assert refused(seg, LIMIT + 1, 1).cli_hint == "crop it or use a smaller --scale (no --tile size helps an image this thin)"
+    assert (
+        refused(seg, LIMIT + 1, 1).cli_hint
+        == "crop it or use a smaller --scale (no --tile size helps an image this thin)"
+    )
     assert str(refused(seg, 49_000_000, 1)) == (
-        "image is 49000000x1: one row of 512-pixel windows across it holds 1x49000000 = 49000000 pixels of logits, above the "
-        "limit of 17305600; crop it or use a smaller --scale (no --tile size helps an image this thin)"
+        "image is 49000000x1: one row of 512-pixel windows across it holds 1x49000000 = 49000000 pixels of logits, "
+        "above the limit of 17305600; crop it or use a smaller --scale (no --tile size helps an image this thin)"
     )
     assert refused(seg, 100_000, 490).cli_hint == "use --tile 173 or smaller, or crop it"
     assert refused(seg, 10_000_000, 5) is not None
@@ -207,7 +249,9 @@ def test_tile_mode_boundary_is_one_row_of_windows(segs):
     half = segs["tile256_half"]
     assert refused(half, 2 * (LIMIT // 256), 1000) is None
     e = refused(half, 2 * (LIMIT // 256) + 2, 1000)
-    assert e.reason.startswith("image is 135202x1000 (at scale 0.5, 67601x500): one row of 256-pixel windows across it holds 256x67601")
+    assert e.reason.startswith(
+        "image is 135202x1000 (at scale 0.5, 67601x500): one row of 256-pixel windows across it holds 256x67601"
+    )
 
 
 def test_tiny_inputs_run_on_torchvision_models(segs):
@@ -224,7 +268,9 @@ def test_no_pixels_is_refused(segs):
 
 # ---------------------------------------------------------------- Hugging Face preprocessing
 
-transformers_missing = pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs transformers (pip install 'seglens[hf]')")
+transformers_missing = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="needs transformers (pip install 'seglens[hf]')"
+)
 
 
 def _processors(backend: str = "") -> dict:
@@ -235,15 +281,26 @@ def _processors(backend: str = "") -> dict:
 
     return {
         "segformer": make("Segformer", size={"height": 96, "width": 128}),
-        "beit_crop": make("Beit", size={"height": 80, "width": 80}, do_center_crop=True, crop_size={"height": 64, "width": 48}),
+        "beit_crop": make(
+            "Beit", size={"height": 80, "width": 80}, do_center_crop=True, crop_size={"height": 64, "width": 48}
+        ),
         "dpt": make("DPT", size={"height": 64, "width": 96}),
         "dpt_keep_aspect": make("DPT", size={"height": 64, "width": 64}, keep_aspect_ratio=True, ensure_multiple_of=32),
-        "dpt_pad": make("DPT", size={"height": 64, "width": 64}, keep_aspect_ratio=True, ensure_multiple_of=14, do_pad=True, size_divisor=32),
+        "dpt_pad": make(
+            "DPT",
+            size={"height": 64, "width": 64},
+            keep_aspect_ratio=True,
+            ensure_multiple_of=14,
+            do_pad=True,
+            size_divisor=32,
+        ),
         "mobilevit": make("MobileViT", size={"shortest_edge": 80}, crop_size={"height": 64, "width": 64}),
         "mobilenet_v2": make("MobileNetV2", size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}),
         "mask2former": make("Mask2Former", size={"shortest_edge": 96, "longest_edge": 160}),
         "maskformer": make("MaskFormer", size={"shortest_edge": 64, "longest_edge": 100}, size_divisor=16),
-        "oneformer": make("OneFormer", size={"shortest_edge": 64, "longest_edge": 200}, class_info_file=None, num_text=1),
+        "oneformer": make(
+            "OneFormer", size={"shortest_edge": 64, "longest_edge": 200}, class_info_file=None, num_text=1
+        ),
         "max_height_width": make("Segformer", size={"max_height": 100, "max_width": 70}),
         "no_resize": make("Segformer", do_resize=False),
     }
@@ -253,7 +310,13 @@ def _processors(backend: str = "") -> dict:
 @pytest.mark.parametrize("backend", ["", "Pil"])
 def test_processor_arrays_are_what_the_processors_make(backend):
     random.seed(1)
-    sizes = [(random.randint(1, 400), random.randint(1, 400)) for _ in range(30)] + [(300, 3), (3, 300), (1000, 7), (64, 64), (1, 1)]
+    sizes = [(random.randint(1, 400), random.randint(1, 400)) for _ in range(30)] + [
+        (300, 3),
+        (3, 300),
+        (1000, 7),
+        (64, 64),
+        (1, 1),
+    ]
     for name, processor in _processors(backend).items():
         for w, h in sizes:
             arrays = _processor_arrays(processor, w, h)
@@ -286,22 +349,35 @@ def test_hugging_face_default_mode_limits():
     # A tall image's width is resized first: a (512 x height) array, at most the limit or the image.
     assert refused(fixed, 1, LIMIT // 512) is None and refused(fixed, 2000, 40_000) is None
     e = refused(fixed, 1, LIMIT // 512 + 1)
-    assert e.reason == f"image is 1x33801: the model's image processor would pass it through a 512x33801 array, {512 * 33_801} pixels, above the limit of {LIMIT}"
+    assert e.reason == (
+        f"image is 1x33801: the model's image processor would pass it through a 512x33801 array, "
+        f"{512 * 33_801} pixels, above the limit of {LIMIT}"
+    )
     assert e.cli_hint == "crop it (it is too thin for --tile too)"  # its network needs 32 pixels per side
     assert refused(fixed, 32, 33_801).cli_hint == "use --tile 512 (full resolution, in windows) or crop it"
     assert refused(fixed, 1, 49_000_000) is not None  # a 25-gigapixel array (measured: fails allocating 100 GB)
     # arrays on the way may be as large as the image itself when that is above the limit
     assert refused(fixed, 600, 40_000) is None  # 512x40000 < 600x40000
-    assert refused(fixed, 400, 50_000).reason.endswith(f"512x50000 array, 25600000 pixels, above the limit of {LIMIT} and the image's own 20000000")
+    assert refused(fixed, 400, 50_000).reason.endswith(
+        f"512x50000 array, 25600000 pixels, above the limit of {LIMIT} and the image's own 20000000"
+    )
 
     mask2former = _hf_segmenter(T.Mask2FormerImageProcessor(size={"shortest_edge": 384, "longest_edge": 1536}))
     e = refused(mask2former, 4_900_000, 1)  # the processor's own resize would be 1536x0 and fail
-    assert e.reason == "image is 4900000x1: the model's image processor would make a 1536x0 network input of it, with no pixels on one side"
+    assert e.reason == (
+        "image is 4900000x1: the model's image processor would make a 1536x0 network input of it, "
+        "with no pixels on one side"
+    )
     assert refused(mask2former, 100_000, 49) is None  # 1536x32: rounded up to a multiple of 32
 
-    mobilevit = _hf_segmenter(T.MobileViTImageProcessor(size={"shortest_edge": 512}, crop_size={"height": 512, "width": 512}))
+    mobilevit = _hf_segmenter(
+        T.MobileViTImageProcessor(size={"shortest_edge": 512}, crop_size={"height": 512, "width": 512})
+    )
     e = refused(mobilevit, 100_000, 49)  # measured: 3.8 GB and 13 s before the centre crop
-    assert e.reason == f"image is 100000x49: the model's image processor would pass it through a 1044897x49 array, {1_044_897 * 49} pixels, above the limit of {LIMIT}"
+    assert e.reason == (
+        f"image is 100000x49: the model's image processor would pass it through a 1044897x49 array, "
+        f"{1_044_897 * 49} pixels, above the limit of {LIMIT}"
+    )
     assert refused(mobilevit, 8000, 6000) is None and refused(mobilevit, 33_280, 520) is None
 
 
@@ -318,7 +394,10 @@ def test_hugging_face_networks_need_32_pixels_per_side_with_scale_or_tile():
             assert e.cli_hint == "use a larger --scale, or neither --scale nor --tile (the model's own resize)"
     assert refused(_hf_segmenter(processor), 500, 31) is None  # its own resize makes 512x512
     assert refused(_hf_segmenter(processor, scale=0.5), 64, 100) is None
-    assert refused(_hf_segmenter(processor, scale=0.5), 62, 100).reason == "image is 62x100 (at scale 0.5, 31x50): under the 32 pixels per side this model's network needs"
+    assert (
+        refused(_hf_segmenter(processor, scale=0.5), 62, 100).reason
+        == "image is 62x100 (at scale 0.5, 31x50): under the 32 pixels per side this model's network needs"
+    )
 
 
 # ---------------------------------------------------------------- from the header, through the CLI
@@ -393,7 +472,13 @@ def test_segment_refuses_the_issue_files_one_line_each(extreme_files, tmp_path, 
         stem = next(s for s in expected if f"{s}.png: " in line)
         assert line.endswith("; " + expected[stem])
     assert err.splitlines()[-1] == f"finished with errors: 1 segmented, 0 skipped, 3 failed -> {out}/ (summary.json)"
-    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "astronaut_figure.png", "astronaut_overlay.jpg", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "astronaut.png",
+        "astronaut_figure.png",
+        "astronaut_overlay.jpg",
+        "summary.csv",
+        "summary.json",
+    ]
     summary = json.loads((out / "summary.json").read_text())
     assert [e["input"] for e in summary["images"]] == [str(good)]
     assert sorted(f["input"] for f in summary["failed"]) == sorted(str(p) for p in paths)
@@ -422,5 +507,7 @@ def test_video_frame_size_is_checked_before_frames_are_decoded(segs, tmp_path, m
     with pytest.raises(video.VideoError) as info:
         video.segment_video(segs["default"], path, tmp_path / "out", "strip", outputs=("overlay", "mask"))
     assert info.value.reason == str(refused(segs["default"], 2000, 30))
-    assert info.value.reason.startswith("image is 2000x30: the model's resize to a 520-pixel short side makes it 34666x520")
+    assert info.value.reason.startswith(
+        "image is 2000x30: the model's resize to a 520-pixel short side makes it 34666x520"
+    )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -32,7 +32,17 @@ SMALL = "lraspp_mobilenet_v3_large"
 FRAMES = 12
 
 
-def write_clip(path, width: int, height: int, *, frames: int = FRAMES, pix_fmt: str = "yuv420p", options=None, container_options=None, rotation: int = 0):
+def write_clip(
+    path,
+    width: int,
+    height: int,
+    *,
+    frames: int = FRAMES,
+    pix_fmt: str = "yuv420p",
+    options=None,
+    container_options=None,
+    rotation: int = 0,
+):
     """A 24 fps libx264 clip of astronaut crops moving 4 px right and 3 px down per frame."""
     astronaut = np.asarray(photo("astronaut"))
     with av.open(str(path), "w", format="mp4", container_options=container_options or {}) as c:
@@ -41,7 +51,9 @@ def write_clip(path, width: int, height: int, *, frames: int = FRAMES, pix_fmt: 
         if rotation:
             stream.set_display_rotation(rotation)  # degrees counter-clockwise, as phones store portrait clips
         for i in range(frames):
-            crop = np.ascontiguousarray(astronaut[100 + 3 * i : 100 + 3 * i + height, 150 + 4 * i : 150 + 4 * i + width])
+            crop = np.ascontiguousarray(
+                astronaut[100 + 3 * i : 100 + 3 * i + height, 150 + 4 * i : 150 + 4 * i + width]
+            )
             c.mux(stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
         c.mux(stream.encode(None))
     return path
@@ -83,20 +95,47 @@ def expected(seg, path, stride: int):
 
 @pytest.mark.parametrize(
     ("name", "answer"),
-    [("clip.mp4", True), ("a/b/CLIP.MOV", True), ("x.webm", True), ("x.ts", True), ("anim.gif", False), ("photo.jpg", False), ("mp4", False)],
+    [
+        ("clip.mp4", True),
+        ("a/b/CLIP.MOV", True),
+        ("x.webm", True),
+        ("x.ts", True),
+        ("anim.gif", False),
+        ("photo.jpg", False),
+        ("mp4", False),
+    ],
 )
 def test_is_video_by_suffix(name, answer):
     assert is_video(name) is answer
 
 
 def test_video_suffixes_leave_gif_to_images():
-    assert VIDEO_SUFFIXES == {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp"}
+    assert VIDEO_SUFFIXES == {
+        ".mp4",
+        ".mov",
+        ".m4v",
+        ".mkv",
+        ".avi",
+        ".webm",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".3gp",
+    }
 
 
 def test_probe(clip, odd_clip):
     # mp4 stores the count; 12 frames at 24 fps last 0.5 s
-    assert probe(clip) == VideoInfo(width=96, height=64, fps=Fraction(24), frames=12, duration=0.5, codec="h264", rotation=0)
-    assert probe(odd_clip) == VideoInfo(width=97, height=63, fps=Fraction(24), frames=12, duration=0.5, codec="h264", rotation=0)
+    assert probe(clip) == VideoInfo(
+        width=96, height=64, fps=Fraction(24), frames=12, duration=0.5, codec="h264", rotation=0
+    )
+    assert probe(odd_clip) == VideoInfo(
+        width=97, height=63, fps=Fraction(24), frames=12, duration=0.5, codec="h264", rotation=0
+    )
 
 
 def test_frame_reader_keeps_every_stride_th_frame(clip):
@@ -116,7 +155,9 @@ def test_frame_reader_keeps_every_stride_th_frame(clip):
 
 def test_rotated_video_is_read_and_written_upright(seg, tmp_path):
     path = write_clip(tmp_path / "rot.mp4", 96, 64, frames=3, rotation=90)
-    assert probe(path) == VideoInfo(width=64, height=96, fps=Fraction(24), frames=3, duration=0.125, codec="h264", rotation=90)
+    assert probe(path) == VideoInfo(
+        width=64, height=96, fps=Fraction(24), frames=3, duration=0.125, codec="h264", rotation=90
+    )
     stored, _ = decode(path)  # as coded: 96 wide, 64 high
     frames = list(FrameReader(path))
     assert len(frames) == 3
@@ -152,13 +193,25 @@ def test_overlay_and_png_masks(seg, clip, tmp_path):
     assert (stream.average_rate, stream.codec_context.pix_fmt, stream.codec_context.name) == (8, "yuv420p", "h264")
 
     assert {k: v for k, v in summary.items() if k not in ("seconds", "classes", "frames")} == {
-        "input": str(clip), "kind": "video", "width": 96, "height": 64, "fps": 24.0, "stride": 3,
-        "frames_total": 12, "frames_segmented": 4,
-        "outputs": {"overlay": "clip_overlay.mp4", "mask": "clip_mask"}, "audio": None, "error": None,
+        "input": str(clip),
+        "kind": "video",
+        "width": 96,
+        "height": 64,
+        "fps": 24.0,
+        "stride": 3,
+        "frames_total": 12,
+        "frames_segmented": 4,
+        "outputs": {"overlay": "clip_overlay.mp4", "mask": "clip_mask"},
+        "audio": None,
+        "error": None,
     }
     for entry, (frame, labels) in zip(summary["frames"], want, strict=True):
         stats = class_stats(labels, seg.categories, seg.palette)
-        assert entry == {"index": frame.index, "time": round(frame.time, 4), "classes": {s.name: round(s.fraction, 6) for s in stats}}
+        assert entry == {
+            "index": frame.index,
+            "time": round(frame.time, 4),
+            "classes": {s.name: round(s.fraction, 6) for s in stats},
+        }
         assert math.isclose(sum(entry["classes"].values()), 1.0, abs_tol=1e-5)  # 6-digit rounding
     # aggregate: pixels summed over the 4 frames of 96 x 64 = 24576 pixels
     counts = sum(np.bincount(labels.ravel(), minlength=256) for _, labels in want)
@@ -231,7 +284,10 @@ def test_segmentation_error_stops_and_finalises(seg, clip, tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        (b"this is a text file, not a video\n" * 20, r"clip\.mp4: cannot open as a video \(Invalid data found when processing input\)"),
+        (
+            b"this is a text file, not a video\n" * 20,
+            r"clip\.mp4: cannot open as a video \(Invalid data found when processing input\)",
+        ),
         (None, r"clip\.mp4: no such file \(check the path\)"),
         (b"", r"clip\.mp4: empty file \(0 bytes\); re-download or re-export it"),
     ],
@@ -258,7 +314,9 @@ def test_mp4_cut_before_its_index_is_a_video_error(seg, clip, tmp_path):
     path.write_bytes(data[:-200])
     assert probe(path).frames == 12
     reason = "decoding stopped after 0 frames: the file holds 0 of the 12 frames its header lists (truncated?)"
-    with pytest.raises(VideoError, match=re.escape(f"clip.mp4: no frame could be segmented: {reason}; check that the file plays")):
+    with pytest.raises(
+        VideoError, match=re.escape(f"clip.mp4: no frame could be segmented: {reason}; check that the file plays")
+    ):
         segment_video(seg, path, tmp_path / "out", "clip", outputs=("overlay", "mask"))
     assert not (tmp_path / "out").exists()
 
@@ -275,7 +333,9 @@ def test_interrupt_leaves_no_outputs_and_keeps_old_ones(seg, clip, tmp_path):
     for mask_format in ("png", "video"):
         calls.clear()
         with pytest.raises(KeyboardInterrupt):
-            segment_video(seg, clip, tmp_path, "clip", outputs=("overlay", "mask"), mask_format=mask_format, progress=progress)
+            segment_video(
+                seg, clip, tmp_path, "clip", outputs=("overlay", "mask"), mask_format=mask_format, progress=progress
+            )
         assert listing(tmp_path) == ["clip_overlay.mp4"]  # no temporaries, no new outputs
         assert (tmp_path / "clip_overlay.mp4").read_bytes() == b"previous run"
 
@@ -383,7 +443,11 @@ def test_truncated_matroska_is_reported_by_its_stated_duration(tmp_path):
     reader = FrameReader(cut)
     n = sum(1 for _ in reader)
     assert 10 < n < 50
-    assert reader.error is not None and reader.error.startswith("the frames end at ") and "of the 3.0 s the file states (truncated?)" in reader.error
+    assert (
+        reader.error is not None
+        and reader.error.startswith("the frames end at ")
+        and "of the 3.0 s the file states (truncated?)" in reader.error
+    )
 
 
 def test_variable_frame_rate_keeps_frame_times(seg, tmp_path):
@@ -420,12 +484,18 @@ def _clip_with_audio(path, codec: str, container_format: str | None = None, fram
         audio = c.add_stream(codec, rate=16000)
         audio.layout = "mono"
         for i in range(frames):
-            c.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(astronaut[i : i + 48, i : i + 64]), format="rgb24")))
+            c.mux(
+                video.encode(
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(astronaut[i : i + 48, i : i + 64]), format="rgb24")
+                )
+            )
         fmt = "fltp" if codec == "aac" else "s16"
         tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
         samples = (tone.astype(np.float32) if fmt == "fltp" else (tone * 20000).astype(np.int16))[None]
         for start in range(0, 8000, 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 1024]), format=fmt, layout="mono")
+            chunk = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, start : start + 1024]), format=fmt, layout="mono"
+            )
             chunk.sample_rate, chunk.pts = 16000, start
             c.mux(audio.encode(chunk))
         c.mux(video.encode(None))

@@ -423,14 +423,24 @@ def test_comparison_figure_panels_and_legend():
     assert [ax.get_title() for ax in fig.axes] == ["Image", "Ground truth", "Prediction", "Errors"]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     # background: 10 of 20 rows -> 40.0% of gt (rows 10..17) / 50.0% of prediction
-    assert labels == ["background  40.0% / 50.0%", "cat  - / 25.0%", "person  50.0% / 25.0%", "wrong", "no ground truth"]
+    assert labels == [
+        "background  40.0% / 50.0%",
+        "cat  - / 25.0%",
+        "person  50.0% / 25.0%",
+        "wrong",
+        "no ground truth",
+    ]
 
 
 def test_tiny_classes_never_read_as_zero_percent():
     labels = np.zeros((100, 100), dtype=np.uint8)
     labels[0, 0] = 15  # 1 pixel of 10 000: 0.01%
     labels[1, :6] = 8  # 6 pixels: 0.06% rounds to 0.1%
-    fig = visualize.figure(np.zeros((100, 100, 3), dtype=np.uint8), labels, ["__background__"] + ["x"] * 7 + ["cat"] + ["x"] * 6 + ["person"])
+    fig = visualize.figure(
+        np.zeros((100, 100, 3), dtype=np.uint8),
+        labels,
+        ["__background__"] + ["x"] * 7 + ["cat"] + ["x"] * 6 + ["person"],
+    )
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background  99.9%", "cat  0.1%", "person  <0.1%"]
 
 
@@ -438,7 +448,8 @@ def test_tiny_classes_never_read_as_zero_percent():
 
 # Spot colours from the published lists (MMSegmentation's ADE20KDataset / CityscapesDataset METAINFO).
 ADE20K_SPOTS = {0: ("wall", (120, 120, 120)), 2: ("sky", (6, 230, 230)), 12: ("person", (150, 5, 61)),
-                20: ("car", (0, 102, 200)), 48: ("skyscraper", (140, 140, 140)), 149: ("flag", (92, 0, 255))}  # fmt: skip
+                20: ("car", (0, 102, 200)), 48: ("skyscraper", (140, 140, 140)),
+                149: ("flag", (92, 0, 255))}  # fmt: skip
 CITYSCAPES_SPOTS = {0: ("road", (128, 64, 128)), 1: ("sidewalk", (244, 35, 232)), 11: ("person", (220, 20, 60)),
                     13: ("car", (0, 0, 142)), 18: ("bicycle", (119, 11, 32))}  # fmt: skip
 
@@ -474,10 +485,13 @@ def test_distinct_palette_is_deterministic_and_distinct():
 
 
 ADE_HF = [n + " " if n == "bed" else n for n in visualize.ADE20K_CATEGORIES]  # HF's ade20k-id2label.json writes "bed "
-ADE_DETECTRON = ["road, route" if n == "road" else "window " if n == "windowpane" else n for n in visualize.ADE20K_CATEGORIES]
+ADE_DETECTRON = [
+    "road, route" if n == "road" else "window " if n == "windowpane" else n for n in visualize.ADE20K_CATEGORIES
+]
 CITY_TITLE = [n.title() for n in visualize.CITYSCAPES_CATEGORIES]
-VOC_HF = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "dining table",
-          "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train", "tv/monitor"]  # fmt: skip
+VOC_HF = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+          "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa", "train",
+          "tv/monitor"]  # fmt: skip
 
 
 @pytest.mark.parametrize(

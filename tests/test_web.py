@@ -104,7 +104,14 @@ def test_healthz_and_readyz(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     # 1 worker + 4 queued; the pixel budget defaults to --max-pixels
-    assert ready.json() == {"ready": True, "models": [MODEL], "in_flight": 0, "capacity": 5, "pixels_in_flight": 0, "max_queued_pixels": 50_000_000}
+    assert ready.json() == {
+        "ready": True,
+        "models": [MODEL],
+        "in_flight": 0,
+        "capacity": 5,
+        "pixels_in_flight": 0,
+        "max_queued_pixels": 50_000_000,
+    }
 
 
 def test_not_ready_before_startup(seg, image_png):
@@ -127,12 +134,22 @@ def test_models_lists_served_models_with_published_metadata(seg):
     entry = body["models"][0]
     info = model_info(MODEL)
     assert entry["architecture"] == MODEL and entry["default"] is True
-    assert (entry["miou"], entry["pixel_acc"], entry["gflops"], entry["num_params"]) == (info.miou, info.pixel_acc, info.gflops, info.num_params)
+    assert (entry["miou"], entry["pixel_acc"], entry["gflops"], entry["num_params"]) == (
+        info.miou,
+        info.pixel_acc,
+        info.gflops,
+        info.num_params,
+    )
     assert entry["served_weights"] == seg.loaded.weights_tag and entry["meaningful"] is True
     assert entry["num_classes"] == 21 and entry["categories"][0] == "background" and entry["categories"][15] == "person"
     assert body["limits"] == {
-        "max_upload_bytes": 5 * 2**20, "max_pixels": 1000, "max_queued_pixels": 50_000_000, "workers": 2, "queue_size": 3,
-        "body_timeout_s": 20.0, "min_upload_rate": 500.0,
+        "max_upload_bytes": 5 * 2**20,
+        "max_pixels": 1000,
+        "max_queued_pixels": 50_000_000,
+        "workers": 2,
+        "queue_size": 3,
+        "body_timeout_s": 20.0,
+        "min_upload_rate": 500.0,
     }
 
 
@@ -161,7 +178,17 @@ def test_segment_json(client, seg, image_png):
     response = post(client, image_png)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"model", "architecture", "weights", "meaningful", "width", "height", "classes", "timing", "mask_png"}
+    assert set(body) == {
+        "model",
+        "architecture",
+        "weights",
+        "meaningful",
+        "width",
+        "height",
+        "classes",
+        "timing",
+        "mask_png",
+    }
     assert (body["model"], body["width"], body["height"]) == (MODEL, 200, 150)
     assert set(body["timing"]) == {"queue_s", "decode_s", "inference_s", "encode_s", "total_s"}
     assert all(v >= 0 for v in body["timing"].values())
@@ -212,7 +239,9 @@ def test_model_choice_and_unknown_model(seg, image_png):
     with local_client(create_app({"a": seg, "b": seg})) as client:
         assert post(client, image_png).json()["model"] == "a"  # the first is the default
         assert post(client, image_png, model="b").json()["model"] == "b"
-        body = assert_error(post(client, image_png, model="deeplabv3_resnet50"), 404, "unknown model", "'deeplabv3_resnet50'", "a, b")
+        body = assert_error(
+            post(client, image_png, model="deeplabv3_resnet50"), 404, "unknown model", "'deeplabv3_resnet50'", "a, b"
+        )
         assert body["detail"] == {"choices": ["a", "b"]}
 
 
@@ -253,7 +282,9 @@ def test_missing_file(client):
 
 
 def test_not_an_image_is_415(client):
-    body = assert_error(post(client, b"hello, I am text\n", filename="notes.txt", content_type="text/plain"), 415, "not an image")
+    body = assert_error(
+        post(client, b"hello, I am text\n", filename="notes.txt", content_type="text/plain"), 415, "not an image"
+    )
     assert "supported: JPEG, PNG" in body["detail"]["reason"]
 
 
@@ -277,7 +308,14 @@ def test_unreadable_image_is_400(client, image_png, data, words):
 
 def test_pixel_limit_is_413(seg, image_png):
     with local_client(create_app({MODEL: seg}, max_pixels=200 * 150 - 1)) as client:
-        body = assert_error(post(client, image_png), 413, "image too large", "200x150 is 30000 pixels", "limit of 29999", "send a downscaled copy")
+        body = assert_error(
+            post(client, image_png),
+            413,
+            "image too large",
+            "200x150 is 30000 pixels",
+            "limit of 29999",
+            "send a downscaled copy",
+        )
         assert "--" not in body["error"]  # the API's words, not the CLI's
     with local_client(create_app({MODEL: seg}, max_pixels=200 * 150)) as client:
         assert post(client, image_png).status_code == 200
@@ -293,7 +331,11 @@ def test_decompression_bombs_are_413(client, seg):
 
 
 def _multipart(data: bytes, boundary: str = "seglens-test-boundary") -> tuple[bytes, str]:
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    )
     return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -307,7 +349,9 @@ def test_upload_size_limit_is_413(seg, image_png):
         # 2. No Content-Length (chunked): reading stops once the body passes the limit.
         payload, content_type = _multipart(big)
         chunks = (payload[i : i + 4096] for i in range(0, len(payload), 4096))
-        assert_error(client.post("/v1/segment", content=chunks, headers={"content-type": content_type}), 413, "upload too large")
+        assert_error(
+            client.post("/v1/segment", content=chunks, headers={"content-type": content_type}), 413, "upload too large"
+        )
         # 3. The file itself is one byte over (the body is within the multipart allowance).
         assert_error(post(client, bytes(limit + 1)), 413, "upload too large")
         # Exactly at the limit is read (and then found not to be an image).
@@ -359,8 +403,13 @@ def test_full_queue_answers_503_at_once(seg, image_png, monkeypatch):
         body = assert_error(busy, 503, "server busy", "2 of 2 request slots taken", "0.1 MP in progress")
         wait = int(busy.headers["retry-after"])
         assert body["detail"] == {
-            "in_flight": 2, "capacity": 2, "workers": 1, "queue_size": 1, "pixels_in_flight": 2 * 200 * 150,
-            "max_queued_pixels": 50_000_000, "retry_after_s": wait,
+            "in_flight": 2,
+            "capacity": 2,
+            "workers": 1,
+            "queue_size": 1,
+            "pixels_in_flight": 2 * 200 * 150,
+            "max_queued_pixels": 50_000_000,
+            "retry_after_s": wait,
         }
         assert f"retry in {wait} s" in body["error"]
 
@@ -417,7 +466,6 @@ def test_hugging_face_model_is_served_with_its_own_names_and_palette(tmp_path_fa
     import io
 
     import numpy as np
-    from fastapi.testclient import TestClient
     from PIL import Image
 
     pytest.importorskip("transformers")
@@ -452,9 +500,17 @@ def bilevel_png(width: int, height: int) -> bytes:
 
 def test_every_response_is_nosniff(client, image_png, monkeypatch):
     answers = [
-        client.get("/"), client.get("/healthz"), client.get("/readyz"), client.get("/v1/models"), client.get("/openapi.json"),
-        client.get("/static/app.js"), client.get("/nope"), client.get("/v1/segment"),  # 404, 405
-        post(client, image_png), post(client, b"text", content_type="text/plain"), post(client, image_png, alpha="2"),
+        client.get("/"),
+        client.get("/healthz"),
+        client.get("/readyz"),
+        client.get("/v1/models"),
+        client.get("/openapi.json"),
+        client.get("/static/app.js"),
+        client.get("/nope"),
+        client.get("/v1/segment"),  # 404, 405
+        post(client, image_png),
+        post(client, b"text", content_type="text/plain"),
+        post(client, image_png, alpha="2"),
         client.get("/", headers={"host": "evil.example"}),  # 400 from the host guard
     ]
     monkeypatch.setattr(web_app, "run_job", lambda *a, **k: 1 / 0)
@@ -527,15 +583,28 @@ def test_cross_site_uploads_are_refused(client, image_png, headers, status):
 
 def test_cors_origin_allows_another_site(seg, image_png):
     with local_client(create_app({MODEL: seg}, cors_origins=["https://app.example"])) as client:
-        ok = client.post("/v1/segment", files={"file": ("p.png", image_png, "image/png")}, data={"format": "png"},
-                         headers={"origin": "https://app.example", "sec-fetch-site": "cross-site"})
+        ok = client.post(
+            "/v1/segment",
+            files={"file": ("p.png", image_png, "image/png")},
+            data={"format": "png"},
+            headers={"origin": "https://app.example", "sec-fetch-site": "cross-site"},
+        )
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
         assert "server-timing" in ok.headers["access-control-expose-headers"].lower()
-        preflight = client.options("/v1/segment", headers={
-            "origin": "https://app.example", "access-control-request-method": "POST", "access-control-request-headers": "x-custom",
-        })
-        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "https://app.example"
-        other = client.post("/v1/segment", files={"file": ("p.png", image_png, "image/png")}, headers={"origin": "https://evil.example"})
+        preflight = client.options(
+            "/v1/segment",
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "x-custom",
+            },
+        )
+        assert (
+            preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "https://app.example"
+        )
+        other = client.post(
+            "/v1/segment", files={"file": ("p.png", image_png, "image/png")}, headers={"origin": "https://evil.example"}
+        )
         assert_error(other, 403, "https://evil.example")
     with pytest.raises(ValueError, match="scheme://host"):
         create_app({MODEL: seg}, cors_origins=["app.example"])
@@ -561,7 +630,9 @@ def test_extreme_shapes_are_refused_from_the_header(client, seg, width, height, 
     data = bilevel_png(width, height)
     decoded = []
     monkeypatch.setattr(web_app, "run_job", lambda *a, **k: decoded.append(1))
-    body = assert_error(post(client, data), 422, "image shape not accepted", f"{width}x{height}", "send a crop or a downscaled copy")
+    body = assert_error(
+        post(client, data), 422, "image shape not accepted", f"{width}x{height}", "send a crop or a downscaled copy"
+    )
     assert "--tile" not in body["error"] and "\n" not in body["error"]  # the API's own words, one line
     assert (body["detail"]["width"], body["detail"]["height"]) == (width, height)
     assert decoded == []  # refused before any job: nothing was decoded

@@ -22,8 +22,14 @@ from tests.conftest import live_server, photo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 MODEL = "lraspp_mobilenet_v3_large"
 TIMEOUT_MS = 60_000
@@ -37,7 +43,13 @@ def _require_browser(*extra: tuple[str, str]) -> None:
     missing = []
     if not os.path.exists(CHROMIUM):
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    for module, package in (("playwright.sync_api", "playwright"), ("uvicorn", "uvicorn"), ("fastapi", "fastapi"), ("httpx", "httpx"), *extra):
+    for module, package in (
+        ("playwright.sync_api", "playwright"),
+        ("uvicorn", "uvicorn"),
+        ("fastapi", "fastapi"),
+        ("httpx", "httpx"),
+        *extra,
+    ):
         try:
             __import__(module)
         except ImportError:
@@ -68,7 +80,9 @@ def canvas_pixels(page, selector: str) -> np.ndarray:
 
 
 def set_opacity(page, percent: int) -> None:
-    page.eval_on_selector("#alpha", "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }", percent)
+    page.eval_on_selector(
+        "#alpha", "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }", percent
+    )
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
@@ -121,16 +135,22 @@ def test_page_segments_a_photo_and_shows_errors(weights_file, tmp_path, artifact
             # Original, overlay and mask side by side, at the image's size.
             assert page.eval_on_selector("#original", "c => [c.width, c.height]") == [512, 512]
             assert page.eval_on_selector("#overlay", "c => [c.width, c.height]") == [512, 512]
-            page.wait_for_function("() => document.getElementById('mask').complete && document.getElementById('mask').naturalWidth === 512")
+            page.wait_for_function(
+                "() => document.getElementById('mask').complete && document.getElementById('mask').naturalWidth === 512"
+            )
 
             # The legend lists what the API says is in the same image, in the same order.
             with httpx.Client(base_url=url, timeout=60) as client:
-                api = client.post("/v1/segment", files={"file": ("astronaut.png", image_path.read_bytes(), "image/png")}).json()
+                api = client.post(
+                    "/v1/segment", files={"file": ("astronaut.png", image_path.read_bytes(), "image/png")}
+                ).json()
             names = page.eval_on_selector_all("#legend li .name", "els => els.map(e => e.textContent)")
             assert names == [c["name"] for c in api["classes"]] and len(names) >= 2
             shares = page.eval_on_selector_all("#legend li .pct", "els => els.map(e => e.textContent)")
             assert shares[0] == f"{100 * api['classes'][0]['fraction']:.1f}%"
-            colors = page.eval_on_selector_all("#legend li .swatch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+            colors = page.eval_on_selector_all(
+                "#legend li .swatch", "els => els.map(e => getComputedStyle(e).backgroundColor)"
+            )
             assert colors[0] == "rgb({}, {}, {})".format(*api["classes"][0]["color"])
 
             # The opacity slider re-blends in the page: 0 shows the photo, 100 the class colours.
@@ -202,7 +222,8 @@ def _b64(text: str) -> bytes:
 _CSP_LISTENER = """
 window.__cspViolations = [];
 document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(
-  `${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'} at ${e.sourceFile}:${e.lineNumber} ${e.sample}`), true);
+  `${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'} \
+at ${e.sourceFile}:${e.lineNumber} ${e.sample}`), true);
 """
 
 
@@ -227,7 +248,9 @@ def test_docs_page_renders_offline_under_its_csp(tmp_path, artifacts):
             problems: list[str] = []
             offsite: list[str] = []
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("console", lambda m: m.type in ("error", "warning") and problems.append(f"console {m.type}: {m.text}"))
+            page.on(
+                "console", lambda m: m.type in ("error", "warning") and problems.append(f"console {m.type}: {m.text}")
+            )
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
             page.on("request", lambda r: r.url.startswith((url + "/", f"blob:{url}/")) or offsite.append(r.url))
 
@@ -241,7 +264,9 @@ def test_docs_page_renders_offline_under_its_csp(tmp_path, artifacts):
             for path in ("/healthz", "/v1/thumbnail"):
                 assert page.is_visible(f'.opblock-summary-path[data-path="{path}"]'), path
             # swagger-ui.css applies (a coloured method badge, not the browser's defaults).
-            badge = page.eval_on_selector(".opblock-get .opblock-summary-method", "e => getComputedStyle(e).backgroundColor")
+            badge = page.eval_on_selector(
+                ".opblock-get .opblock-summary-method", "e => getComputedStyle(e).backgroundColor"
+            )
             assert badge not in ("rgba(0, 0, 0, 0)", "transparent"), badge
 
             # "Try it out": upload, ask for a PNG; Swagger UI shows it as an <img> of a blob: URL.
@@ -252,9 +277,15 @@ def test_docs_page_renders_offline_under_its_csp(tmp_path, artifacts):
             page.select_option(f'{operation} tr[data-property-name="format"] select', "png")
             page.click(f"{operation} button.execute")
             page.wait_for_selector(f"{operation} .live-responses-table tr.response .response-col_status")
-            assert page.inner_text(f"{operation} .live-responses-table tr.response .response-col_status").strip().startswith("200")
+            assert (
+                page.inner_text(f"{operation} .live-responses-table tr.response .response-col_status")
+                .strip()
+                .startswith("200")
+            )
             image = f"{operation} .live-responses-table img"
-            page.wait_for_function("sel => { const i = document.querySelector(sel); return i && i.complete; }", arg=image)
+            page.wait_for_function(
+                "sel => { const i = document.querySelector(sel); return i && i.complete; }", arg=image
+            )
             src, size = page.eval_on_selector(image, "i => [i.src, [i.naturalWidth, i.naturalHeight]]")
             page.screenshot(path=str(artifacts / "docs.png"))
             violations = page.evaluate("() => window.__cspViolations")

@@ -106,7 +106,12 @@ class _Page(HTMLParser):
             self.inline[self._open][-1] += data
 
     def urls(self) -> list[str]:
-        return [value for _, attrs in self.tags for name, value in attrs.items() if name in ("src", "href") and value is not None]
+        return [
+            value
+            for _, attrs in self.tags
+            for name, value in attrs.items()
+            if name in ("src", "href") and value is not None
+        ]
 
 
 def parse(text: str) -> _Page:
@@ -166,7 +171,9 @@ def test_every_referenced_asset_is_served(client):
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["content-security-policy"] == DOCS_CSP
         assert r.headers["cache-control"] == "public, max-age=31536000, immutable"  # the URL names the content
-        expected = (ROOT / "src/seglens/web/static/docs.js" if name == "docs.js" else swagger_dir.joinpath(name)).read_bytes()
+        expected = (
+            ROOT / "src/seglens/web/static/docs.js" if name == "docs.js" else swagger_dir.joinpath(name)
+        ).read_bytes()
         assert r.content == expected  # the installed package's own file, served as is
     bundle = client.get(next(u for u in assets if "swagger-ui-bundle.js" in u)).text
     assert "SwaggerUIBundle" in bundle

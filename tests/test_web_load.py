@@ -71,7 +71,15 @@ def upload(url: str, data: bytes, start: threading.Barrier, *, retry: bool) -> d
                 break
             time.sleep(float(r.headers["retry-after"]))
     t1 = time.perf_counter()
-    return {"status": r.status_code, "retry_after": r.headers.get("retry-after"), "start": t0, "end": t1, "seconds": t1 - t0, "attempts": attempts, "bytes": len(r.content)}
+    return {
+        "status": r.status_code,
+        "retry_after": r.headers.get("retry-after"),
+        "start": t0,
+        "end": t1,
+        "seconds": t1 - t0,
+        "attempts": attempts,
+        "bytes": len(r.content),
+    }
 
 
 def burst(url: str, data: bytes, *, retry: bool) -> tuple[list[dict], float]:
@@ -113,7 +121,9 @@ def test_64_concurrent_uploads_get_200_or_503_and_memory_stays_bounded(weights_f
     with live_server(app, backlog=256) as url:
         with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as client:
             assert client.get("/readyz").status_code == 200
-            assert client.post("/v1/segment", files={"file": ("photo.jpg", data, "image/jpeg")}).status_code == 200  # warm
+            assert (
+                client.post("/v1/segment", files={"file": ("photo.jpg", data, "image/jpeg")}).status_code == 200
+            )  # warm
         rss_before = psutil.Process().memory_info().rss
 
         with peak_rss() as rss:
@@ -142,9 +152,18 @@ def test_64_concurrent_uploads_get_200_or_503_and_memory_stays_bounded(weights_f
     assert growth < MAX_RSS_GROWTH, f"RSS grew by {growth / 2**20:.0f} MiB under load"
 
     report = {
-        "setup": {"model": MODEL, "device": "cpu", "workers": WORKERS, "queue_size": QUEUE, "clients": CLIENTS,
-                  "image": "skimage chelsea 200x150 JPEG", "image_bytes": len(data), "format": "png",
-                  "torch_threads": __import__("torch").get_num_threads(), "cpus": os.cpu_count()},
+        "setup": {
+            "model": MODEL,
+            "device": "cpu",
+            "workers": WORKERS,
+            "queue_size": QUEUE,
+            "clients": CLIENTS,
+            "image": "skimage chelsea 200x150 JPEG",
+            "image_bytes": len(data),
+            "format": "png",
+            "torch_threads": __import__("torch").get_num_threads(),
+            "cpus": os.cpu_count(),
+        },
         "burst": counts,
         "retrying_clients": summary(retried, wall_retry),
         "rss_before_mib": round(rss_before / 2**20, 1),
@@ -249,8 +268,15 @@ def test_stalled_and_slow_uploads_do_not_lock_out_normal_ones(weights_file, tmp_
         assert client.get("/readyz").json()["in_flight"] == 0
         assert timed_upload()[0] == 200
     report = {
-        "setup": {"model": MODEL, "workers": WORKERS, "queue_size": QUEUE, "stalled": STALLED, "slow_1_byte_per_s": SLOW,
-                  "body_timeout_s": BODY_TIMEOUT_S, "min_upload_rate": 500},
+        "setup": {
+            "model": MODEL,
+            "workers": WORKERS,
+            "queue_size": QUEUE,
+            "stalled": STALLED,
+            "slow_1_byte_per_s": SLOW,
+            "body_timeout_s": BODY_TIMEOUT_S,
+            "min_upload_rate": 500,
+        },
         "normal_upload_ms_before": [round(1000 * t, 1) for _, t in baseline],
         "normal_upload_ms_during_attack": [round(1000 * t, 1) for _, t in during],
         "attackers_dropped_after_s": sorted(round(end - t_attack, 2) for _, end in ends),
@@ -270,7 +296,9 @@ def test_connections_whose_headers_never_finish_are_closed(weights_file):
     with live_server(create_app({MODEL: seg}), http=protocol_class(HEADER_TIMEOUT_S)) as url:
         t0 = time.monotonic()
         host = url.removeprefix("http://")
-        partial = [raw_connection(url, f"POST /v1/segment HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode()) for _ in range(100)]
+        partial = [
+            raw_connection(url, f"POST /v1/segment HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode()) for _ in range(100)
+        ]
         silent = [raw_connection(url, b"") for _ in range(20)]
         # A normal request on a fresh connection is not affected.
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -309,10 +337,15 @@ def test_extreme_shapes_get_4xx_without_a_large_allocation(weights_file):
     seg = Segmenter(MODEL, weights=weights_file(MODEL), device="cpu")
     app = create_app({MODEL: seg})  # max_pixels 50,000,000: only 7100x7100 is over it
     with live_server(app) as url, httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as client:
-        assert client.post("/v1/segment", files={"file": ("p.jpg", jpeg_bytes(), "image/jpeg")}).status_code == 200  # warm
+        assert (
+            client.post("/v1/segment", files={"file": ("p.jpg", jpeg_bytes(), "image/jpeg")}).status_code == 200
+        )  # warm
         rss_before = psutil.Process().memory_info().rss
         with peak_rss() as rss:
-            answers = {size: client.post("/v1/segment", files={"file": ("x.png", data, "image/png")}) for size, data in files.items()}
+            answers = {
+                size: client.post("/v1/segment", files={"file": ("x.png", data, "image/png")})
+                for size, data in files.items()
+            }
         for (w, h), r in answers.items():
             body = r.json()
             assert r.status_code == (413 if (w, h) == (7100, 7100) else 422), (w, h, r.text)

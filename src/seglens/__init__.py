@@ -7,10 +7,24 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-__all__ = ["Segmenter", "SegmentationResult", "load_image", "load_model", "list_models", "segment", "RunSummary", "evaluate", "EvalResult", "__version__"]
+
+__all__ = [
+    "Segmenter",
+    "SegmenterConfig",
+    "SegmentationResult",
+    "load_image",
+    "load_model",
+    "list_models",
+    "segment",
+    "RunSummary",
+    "evaluate",
+    "EvalResult",
+    "__version__",
+]
 
 _LAZY = {
     "Segmenter": ".inference",
+    "SegmenterConfig": ".config",
     "SegmentationResult": ".inference",
     "load_image": ".io",
     "load_model": ".models",
@@ -22,11 +36,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config import SegmenterConfig
+    from .evaltypes import EvalResult
+    from .evaluation import evaluate
     from .inference import SegmentationResult, Segmenter
     from .io import load_image
     from .models import list_models, load_model
-    from .evaltypes import EvalResult
-    from .evaluation import evaluate
     from .pipeline import RunSummary, segment
 
 

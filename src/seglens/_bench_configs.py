@@ -42,13 +42,18 @@ class BenchConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"{self.name}: backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.precision not in _PRECISIONS[self.backend]:
-            raise ValueError(f"{self.name}: precision {self.precision!r} with {self.backend}: choose {', '.join(_PRECISIONS[self.backend])}")
+            raise ValueError(
+                f"{self.name}: precision {self.precision!r} with {self.backend}: "
+                f"choose {', '.join(_PRECISIONS[self.backend])}"
+            )
         if self.precision == "int8" and "int8" not in self.name:
             raise ValueError(f"{self.name}: int8 configuration names must contain 'int8'")
         if self.name == "naive":
             raise ValueError("'naive' is the baseline every run includes; name the configuration otherwise")
         if self.batch_size < 1 or self.workers < 0:
-            raise ValueError(f"{self.name}: batch_size must be >= 1 and workers >= 0, got {self.batch_size} and {self.workers}")
+            raise ValueError(
+                f"{self.name}: batch_size must be >= 1 and workers >= 0, got {self.batch_size} and {self.workers}"
+            )
         if self.compile and self.backend != "torch":
             raise ValueError(f"{self.name}: compile applies to the torch backend only")
 
@@ -98,7 +103,9 @@ def parse_configs(spec: str) -> list[BenchConfig]:
     for raw in spec.split(","):
         item = "".join(raw.split())
         if not item:
-            raise ValueError(f"empty configuration in {spec!r}; separate names with single commas, e.g. 'seglens,torch:batch=4'")
+            raise ValueError(
+                f"empty configuration in {spec!r}; separate names with single commas, e.g. 'seglens,torch:batch=4'"
+            )
         if item == "naive":
             continue
         if item == "all":

@@ -129,7 +129,20 @@ def _install(tmp: Path, final: Path) -> None:
 class _VideoFile:
     """An encoder writing into a temporary file; :meth:`install` gives it its final name."""
 
-    def __init__(self, av, final: Path, *, container_format: str, codec: str, pix_fmt: str, rate: Fraction, size: tuple[int, int], options: dict[str, str], container_options: dict[str, str] | None = None, bt709: bool = False) -> None:
+    def __init__(
+        self,
+        av,
+        final: Path,
+        *,
+        container_format: str,
+        codec: str,
+        pix_fmt: str,
+        rate: Fraction,
+        size: tuple[int, int],
+        options: dict[str, str],
+        container_options: dict[str, str] | None = None,
+        bt709: bool = False,
+    ) -> None:
         self.final, self.tmp = final, _temp_path(final)
         self.pix_fmt, self.bt709, self.rate = pix_fmt, bt709, rate
         self.count = 0
@@ -155,7 +168,13 @@ class _VideoFile:
         constant-rate source gives pts 0, 1, 2, ... exactly."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format)
         if self.bt709:
-            frame = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", dst_color_trc=1, dst_color_primaries=1)
+            frame = frame.reformat(
+                format=self.pix_fmt,
+                dst_colorspace="ITU709",
+                dst_color_range="MPEG",
+                dst_color_trc=1,
+                dst_color_primaries=1,
+            )
         if time is None:
             pts = self.pts + 1
         else:
@@ -212,11 +231,18 @@ def _mux_audio(av, video: Path, source: Path, start: float, end: float) -> str |
             return f"dropped: {codec} audio does not go into MP4 without re-encoding"
         moved = video.with_name(video.name + ".a")
         try:
-            with av.open(str(video)) as vin, av.open(str(moved), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
+            with (
+                av.open(str(video)) as vin,
+                av.open(str(moved), "w", format="mp4", container_options={"movflags": "+faststart"}) as out,
+            ):
                 v_in = vin.streams.video[0]
                 v_out, a_out = out.add_stream_from_template(v_in), out.add_stream_from_template(audio)
                 targets = {v_in.index: v_out}
-                video_start = float(src.streams.video[0].start_time * src.streams.video[0].time_base) if src.streams.video and src.streams.video[0].start_time is not None else 0.0
+                video_start = (
+                    float(src.streams.video[0].start_time * src.streams.video[0].time_base)
+                    if src.streams.video and src.streams.video[0].start_time is not None
+                    else 0.0
+                )
                 streams = heapq.merge(
                     ((t, 0, n, p) for t, n, p in _packets(vin, v_in)),
                     ((t, 1, n, p) for t, n, p in _packets(src, audio, shift=video_start + start, until=end)),

@@ -42,7 +42,9 @@ class LoadedModel:
     meaningful: bool  # False for random weights: the labels mean nothing
     # Optional, for model families beyond torchvision's (seglens.hf):
     palette: Any = None  # (256, 3) uint8 colours, index = label; None: the VOC palette
-    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std) on 0..1 RGB; None: from transforms
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = (
+        None  # (mean, std) on 0..1 RGB; None: from transforms
+    )
     scores: str = "logits"  # what the network's "out" holds: "logits" (softmax -> probabilities) or "probs"
 
 

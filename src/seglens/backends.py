@@ -243,7 +243,13 @@ def export(loaded: LoadedModel, fmt: str, *, out: Path | None = None) -> Path:
         return out
     writer = _export_onnx if fmt == "onnx" else _export_openvino
     wrapper = _cpu_wrapper(loaded)
-    meta = {"owner": owner, "model": loaded.name, "weights": loaded.weights_tag, "format": fmt, "torch": torch.__version__}
+    meta = {
+        "owner": owner,
+        "model": loaded.name,
+        "weights": loaded.weights_tag,
+        "format": fmt,
+        "torch": torch.__version__,
+    }
     _write_atomically(out, lambda dst: writer(wrapper, dst), meta)
     return out
 
@@ -375,6 +381,7 @@ def _openvino_runner(
     ov = _require("openvino")
     import openvino.properties as props
     import openvino.properties.hint as hints
+
     if precision == "fp32":
         path = export(loaded, "openvino")
     else:
@@ -440,7 +447,9 @@ def make_runner(
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; valid backend/precision pairs: {_VALID}")
     if precision == "int8" and backend != "openvino":
-        raise BackendError(f"int8 needs the openvino backend (NNCF quantisation); valid backend/precision pairs: {_VALID}")
+        raise BackendError(
+            f"int8 needs the openvino backend (NNCF quantisation); valid backend/precision pairs: {_VALID}"
+        )
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise BackendError(f"threads must be a positive integer, got {threads!r}")
     try:
@@ -452,5 +461,7 @@ def make_runner(
     if backend == "onnxruntime":
         return _onnxruntime_runner(loaded, dev, threads)
     if dev.type != "cpu":
-        raise BackendError(f"the openvino backend runs on the CPU, not {dev}; use device cpu, or the torch or onnxruntime backend")
+        raise BackendError(
+            f"the openvino backend runs on the CPU, not {dev}; use device cpu, or the torch or onnxruntime backend"
+        )
     return _openvino_runner(loaded, precision, calibration, threads)

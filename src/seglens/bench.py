@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.metadata
 import os
 import platform
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ._bench_configs import BACKENDS, PRESETS, BenchConfig, default_configs, parse_configs
+from ._bench_machine import _cpu_name, _load_average, _peak_rss, _sync, _versions, gemm_roofline
 from .inference import Segmenter, resolve_device
 from .io import InputImage, load_image
 from .models import load_model, model_info
@@ -76,32 +75,27 @@ _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "in
 _REFERENCE_PIXELS = 520 * 520  # torchvision's "_ops" meta counts multiply-adds of a 520x520 input
 _GEMM_SIZE, _GEMM_REPEATS = 2048, 5  # 17 GFLOP per product: long enough to time, short enough to repeat
 ROW_KEYS = (
-    "name", "images_per_s", "speedup_vs_naive", "agreement_vs_naive", "latency_p50_ms", "latency_p95_ms",
-    "gflops_per_s", "roofline_pct", "peak_rss_mb", "backend", "precision", "dtype", "batch_size", "threads", "device",
+    "name",
+    "images_per_s",
+    "speedup_vs_naive",
+    "agreement_vs_naive",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "gflops_per_s",
+    "roofline_pct",
+    "peak_rss_mb",
+    "backend",
+    "precision",
+    "dtype",
+    "batch_size",
+    "threads",
+    "device",
 )
 
 
-def gemm_roofline(*, size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
-    """Best fp32 GFLOP/s of ``torch.mm`` on two (size, size) matrices, after one warm-up call.
-
-    Runs at ``torch.get_num_threads()`` threads, the count the model calls use. One product is
-    ``2 * size**3`` floating-point operations.
-    """
-    dev = resolve_device(device)
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=g).to(dev) for _ in range(2))
-    out = torch.mm(a, b)  # warm-up: thread pool start, first-touch of the output
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        _sync(dev)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
-
-
-def naive_predict(model: torch.nn.Module, transforms: Callable, image: Image.Image, *, device: str | torch.device = "cpu") -> np.ndarray:
+def naive_predict(
+    model: torch.nn.Module, transforms: Callable, image: Image.Image, *, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """The seed's inference for one RGB image: transforms -> ``model(x)["out"]`` -> bilinear
     upsampling to the image's (H, W) -> argmax. Returns (H, W) int64 class indices."""
     x = transforms(image).unsqueeze(0).to(device)
@@ -152,12 +146,18 @@ def run_bench(
         and listed in ``meta["skipped"]`` with the reason.
     """
     if n < 1 or warmup < 0 or not images:
-        raise ValueError(f"need n >= 1, warmup >= 0 and at least one image; got n={n}, warmup={warmup}, {len(images)} images")
+        raise ValueError(
+            f"need n >= 1, warmup >= 0 and at least one image; got n={n}, warmup={warmup}, {len(images)} images"
+        )
     say = progress or (lambda message: None)
     paths = [Path(p) for p in images]
     plan = _Plan(
-        model=model, weights=str(weights), distinct=tuple(paths[: min(n, len(paths))]),
-        sequence=tuple(paths[k % len(paths)] for k in range(n)), device=resolve_device(device), warmup=warmup,
+        model=model,
+        weights=str(weights),
+        distinct=tuple(paths[: min(n, len(paths))]),
+        sequence=tuple(paths[k % len(paths)] for k in range(n)),
+        device=resolve_device(device),
+        warmup=warmup,
         gmacs=model_info(model).gflops,
     )
     threads = torch.get_num_threads()
@@ -182,7 +182,11 @@ def run_bench(
             row, files = _bench_config(plan, config, folder, calib)
             row["agreement_vs_naive"] = _agreement(naive_files, files, colors)
         except Exception as e:  # noqa: BLE001 - one broken backend must not lose the others' numbers
-            why = "unavailable" if isinstance(e, ImportError) or type(e).__name__ == "BackendError" else f"failed: {type(e).__name__}"
+            why = (
+                "unavailable"
+                if isinstance(e, ImportError) or type(e).__name__ == "BackendError"
+                else f"failed: {type(e).__name__}"
+            )
             skipped.append({"name": config.name, "reason": f"{why}: {e}"})
             say(f"{config.name}: skipped ({skipped[-1]['reason']})")
             continue
@@ -242,23 +246,42 @@ def _bench_naive(plan: _Plan, folder: Path) -> tuple[dict, list[Path], dict[Path
         latency = timer.latency(plan.gmacs)
     inputs = {p: tuple(tensors[p].shape[-2:]) for p in distinct}
     row = {
-        "name": "naive", "images_per_s": len(sequence) / seconds, "agreement_vs_naive": 1.0, **latency,
-        "peak_rss_mb": rss.mb, "backend": "torch", "precision": "fp32", "dtype": "float32", "batch_size": 1,
-        "channels_last": False, "workers": 0, "compile": False, "seconds": seconds, "setup_s": 0.0,
+        "name": "naive",
+        "images_per_s": len(sequence) / seconds,
+        "agreement_vs_naive": 1.0,
+        **latency,
+        "peak_rss_mb": rss.mb,
+        "backend": "torch",
+        "precision": "fp32",
+        "dtype": "float32",
+        "batch_size": 1,
+        "channels_last": False,
+        "workers": 0,
+        "compile": False,
+        "seconds": seconds,
+        "setup_s": 0.0,
     }
     return row, files, inputs, colors
 
 
-def _bench_config(plan: _Plan, config: BenchConfig, folder: Path, calib: list[Image.Image] | None) -> tuple[dict, list[Path]]:
+def _bench_config(
+    plan: _Plan, config: BenchConfig, folder: Path, calib: list[Image.Image] | None
+) -> tuple[dict, list[Path]]:
     """One configuration, timed through seglens' pipeline; returns (row, mask files)."""
     distinct, sequence = plan.distinct, plan.sequence
     loaded = load_model(plan.model, weights=plan.weights, progress=False)  # fresh: Segmenter may convert it in place
     with _peak_rss() as setup_rss:
         t0 = time.perf_counter()
         seg = Segmenter(
-            loaded, device=plan.device, batch_size=config.batch_size, backend=config.backend, precision=config.precision,
-            channels_last=config.channels_last, compile=config.compile,
-            calibration=calib if config.precision == "int8" else None, progress=False,
+            loaded,
+            device=plan.device,
+            batch_size=config.batch_size,
+            backend=config.backend,
+            precision=config.precision,
+            channels_last=config.channels_last,
+            compile=config.compile,
+            calibration=calib if config.precision == "int8" else None,
+            progress=False,
         )
         setup_s = time.perf_counter() - t0
     files = _fresh_outputs(folder, sequence)
@@ -271,11 +294,21 @@ def _bench_config(plan: _Plan, config: BenchConfig, folder: Path, calib: list[Im
         decoded = {p: load_image(p) for p in distinct}
         latency = _stream_calls(seg, [decoded[p] for p in sequence], plan.device).latency(plan.gmacs)
     row = {
-        "name": config.name, "images_per_s": len(sequence) / seconds, **latency, "peak_rss_mb": rss.mb,
-        "backend": config.backend, "precision": config.precision, "dtype": _DTYPES[config.precision],
-        "batch_size": config.batch_size, "channels_last": config.channels_last if config.backend == "torch" else False,
-        "workers": config.workers, "compile": config.compile, "seconds": seconds, "setup_s": setup_s,
-        "setup_peak_rss_mb": setup_rss.mb, "threads": _backend_threads(seg),
+        "name": config.name,
+        "images_per_s": len(sequence) / seconds,
+        **latency,
+        "peak_rss_mb": rss.mb,
+        "backend": config.backend,
+        "precision": config.precision,
+        "dtype": _DTYPES[config.precision],
+        "batch_size": config.batch_size,
+        "channels_last": config.channels_last if config.backend == "torch" else False,
+        "workers": config.workers,
+        "compile": config.compile,
+        "seconds": seconds,
+        "setup_s": setup_s,
+        "setup_peak_rss_mb": setup_rss.mb,
+        "threads": _backend_threads(seg),
         "model_file": str(getattr(getattr(seg, "_runner", None), "model_path", None) or "") or None,
     }
     return row, files
@@ -301,7 +334,9 @@ def _segment_pass(seg: Segmenter, sources: Sequence[Path], outputs: Sequence[Pat
     from .pipeline import segment
 
     items = [InputImage(path=p, name=out.stem) for p, out in zip(sources, outputs, strict=True)]
-    summary = segment(items, outputs[0].parent, segmenter=seg, outputs=("mask",), workers=workers, writers=workers, strict=True)
+    summary = segment(
+        items, outputs[0].parent, segmenter=seg, outputs=("mask",), workers=workers, writers=workers, strict=True
+    )
     if summary.failures:
         raise RuntimeError(f"{summary.failures[0]['input']}: {summary.failures[0]['error']}")
 
@@ -351,11 +386,6 @@ def _stream_calls(seg: Segmenter, images: Sequence[Image.Image], dev: torch.devi
     return timer
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _fresh_outputs(folder: Path, sources: Sequence[Path]) -> list[Path]:
     """``folder/KKKK_stem.png`` per source; stale files of those names are removed first, so a
     mask that was not written cannot be read back from an earlier run."""
@@ -394,72 +424,15 @@ def _agreement(reference: Sequence[Path], files: Sequence[Path], colors: np.ndar
     return equal / total
 
 
-class _Peak:
-    """The largest resident set size seen so far, in bytes."""
-
-    def __init__(self, rss: int) -> None:
-        self.bytes = rss
-
-    @property
-    def mb(self) -> float:
-        return self.bytes / 2**20
-
-
-@contextlib.contextmanager
-def _peak_rss(interval: float = 0.005) -> Iterator[_Peak]:
-    """The process's peak RSS during the block, sampled every ``interval`` s by a thread."""
-    import psutil  # here, not at import time: only benchmarks need it
-
-    process = psutil.Process()
-    peak, stop = _Peak(process.memory_info().rss), threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(interval):
-            peak.bytes = max(peak.bytes, process.memory_info().rss)
-
-    thread = threading.Thread(target=sample, name="seglens-bench-rss", daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join()
-        peak.bytes = max(peak.bytes, process.memory_info().rss)
-
-
-def _load_average() -> float | None:
-    """1-minute load average (other processes competing for the CPU skew every number)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _versions(configs: Sequence[BenchConfig]) -> dict[str, str]:
-    packages = ["torch", "torchvision", "numpy", "pillow"]
-    backends = {c.backend for c in configs}
-    packages += [p for p in ("onnxruntime", "openvino") if p in backends]
-    packages += ["nncf"] if any(c.precision == "int8" for c in configs) else []
-    out = {"python": platform.python_version()}
-    for p in packages:
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
-
-
 def _meta(
-    plan: _Plan, threads: int, inputs: dict[Path, tuple[int, int]], roofline: float, configs: Sequence[BenchConfig],
-    skipped: list[dict], calibration: Sequence[Path] | None, work_dir: Path,
+    plan: _Plan,
+    threads: int,
+    inputs: dict[Path, tuple[int, int]],
+    roofline: float,
+    configs: Sequence[BenchConfig],
+    skipped: list[dict],
+    calibration: Sequence[Path] | None,
+    work_dir: Path,
 ) -> dict:
     dev = plan.device
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
@@ -481,7 +454,15 @@ def _meta(
         "versions": _versions(configs),
         "images": images,
         "roofline_gflops": roofline,
-        "roofline": {"op": "torch.mm", "dtype": "float32", "size": _GEMM_SIZE, "repeats": _GEMM_REPEATS, "threads": threads, "device": str(dev), "kept": "best of the samples taken before each entry"},
+        "roofline": {
+            "op": "torch.mm",
+            "dtype": "float32",
+            "size": _GEMM_SIZE,
+            "repeats": _GEMM_REPEATS,
+            "threads": threads,
+            "device": str(dev),
+            "kept": "best of the samples taken before each entry",
+        },
         "calibration": [str(p) for p in calibration] if calibration is not None else "the benchmark images",
         "skipped": skipped,
         "work_dir": str(work_dir),
@@ -495,47 +476,93 @@ def _fmt(value: Any, spec: str) -> str:
 def format_table(rows: list[dict], meta: dict) -> str:
     """A fixed-width text report: context lines, one table row per entry, notes, skipped entries."""
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-    sizes = ", ".join(f"{Path(i['path']).name} {i['width']}x{i['height']} -> {i['model_input_hw'][1]}x{i['model_input_hw'][0]}" for i in meta["images"])
+    sizes = ", ".join(
+        f"{Path(i['path']).name} {i['width']}x{i['height']} -> {i['model_input_hw'][1]}x{i['model_input_hw'][0]}"
+        for i in meta["images"]
+    )
     device = meta["device"] + (f" ({meta['device_name']})" if meta["device_name"] else "")
     lines = [
         (
             f"model {meta['model']} (weights {meta['weights']}), {meta['n_images']} images per pass "
             f"({meta['distinct_images']} distinct), {meta['warmup_passes']} warm-up pass(es) excluded"
         ),
-        f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores | device {device} | threads {meta['threads']}",
+        (
+            f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores | device {device} | "
+            f"threads {meta['threads']}"
+        ),
         f"versions: {versions}",
         f"images (WxH -> model input WxH): {sizes}",
         (
-            f"roofline: {meta['roofline_gflops']:.1f} GFLOP/s (fp32 torch.mm {meta['roofline']['size']}x{meta['roofline']['size']}, "
-            f"best of {meta['roofline']['repeats']} calls x {len(meta.get('roofline_samples_gflops', [0]))} samples, {meta['threads']} threads)"
+            f"roofline: {meta['roofline_gflops']:.1f} GFLOP/s "
+            f"(fp32 torch.mm {meta['roofline']['size']}x{meta['roofline']['size']}, "
+            f"best of {meta['roofline']['repeats']} calls x {len(meta.get('roofline_samples_gflops', [0]))} samples, "
+            f"{meta['threads']} threads)"
         ),
         "",
     ]
-    header = ("config", "backend", "dtype", "batch", "workers", "img/s", "speedup", "agree%", "p50 ms", "p95 ms", "GFLOP/s", "roof%", "RSS MB", "setup s", "load")
+    header = (
+        "config",
+        "backend",
+        "dtype",
+        "batch",
+        "workers",
+        "img/s",
+        "speedup",
+        "agree%",
+        "p50 ms",
+        "p95 ms",
+        "GFLOP/s",
+        "roof%",
+        "RSS MB",
+        "setup s",
+        "load",
+    )
     cells = [
         (
-            r["name"], r["backend"], r["dtype"], str(r["batch_size"]), str(r.get("workers", "-")),
-            _fmt(r["images_per_s"], ".3f"), _fmt(r["speedup_vs_naive"], ".2f") + "x", _fmt(100 * r["agreement_vs_naive"], ".3f"),
-            _fmt(r["latency_p50_ms"], ".1f"), _fmt(r["latency_p95_ms"], ".1f"), _fmt(r["gflops_per_s"], ".1f"),
-            _fmt(r["roofline_pct"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"), _fmt(r.get("setup_s"), ".1f"), _fmt(r.get("load_avg_1m"), ".1f"),
+            r["name"],
+            r["backend"],
+            r["dtype"],
+            str(r["batch_size"]),
+            str(r.get("workers", "-")),
+            _fmt(r["images_per_s"], ".3f"),
+            _fmt(r["speedup_vs_naive"], ".2f") + "x",
+            _fmt(100 * r["agreement_vs_naive"], ".3f"),
+            _fmt(r["latency_p50_ms"], ".1f"),
+            _fmt(r["latency_p95_ms"], ".1f"),
+            _fmt(r["gflops_per_s"], ".1f"),
+            _fmt(r["roofline_pct"], ".1f"),
+            _fmt(r["peak_rss_mb"], ".0f"),
+            _fmt(r.get("setup_s"), ".1f"),
+            _fmt(r.get("load_avg_1m"), ".1f"),
         )
         for r in rows
     ]
     widths = [max(len(row[c]) for row in [header, *cells]) for c in range(len(header))]
     for row in [header, *cells]:
-        lines.append("  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        lines.append(
+            "  ".join(
+                cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
     lines += [
         "",
         "img/s: end to end (decode -> mask file written). p50/p95: the model call alone per image, after warm-up.",
         f"GFLOP/s: 2 x {meta['gmacs_520']:.1f} G multiply-adds x (h*w / 520^2) / call time (median over calls).",
-        "roof%: share of the fp32 GEMM roofline (int8 can exceed 100). agree%: pixels equal to naive's masks, read back from disk.",
+        (
+            "roof%: share of the fp32 GEMM roofline (int8 can exceed 100). "
+            "agree%: pixels equal to naive's masks, read back from disk."
+        ),
         "RSS: peak of the whole process during warm-up and measurement (entries run in turn, in one process).",
-        "setup: building the Segmenter (ONNX / OpenVINO export and int8 quantisation, reused from the seglens cache when present).",
+        (
+            "setup: building the Segmenter (ONNX / OpenVINO export and int8 quantisation, "
+            "reused from the seglens cache when present)."
+        ),
     ]
     load = meta.get("load_average") or {}
     if load.get("start") is not None:
         lines.append(
-            f"load: 1-minute load average after each entry (at start {load['start']:.2f}, {meta['machine']['cores']} cores); "
+            f"load: 1-minute load average after each entry (at start {load['start']:.2f}, "
+            f"{meta['machine']['cores']} cores); "
             "well above the thread count, other processes were competing for the CPU and the numbers are skewed"
         )
     lines += [f"skipped {s['name']}: {s['reason']}" for s in meta.get("skipped", [])]

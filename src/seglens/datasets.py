@@ -37,13 +37,25 @@ from .io import ALLOWED_FORMATS, IMAGE_EXTENSIONS, ImageLoadError, load_image
 from .visualize import ADE20K_CATEGORIES
 
 __all__ = [
-    "COCO_VOC_CATEGORY_IDS", "DATASET_KINDS", "PROBLEM_KINDS", "DatasetError", "LabelProblem",
-    "Sample", "SegmentationDataset", "open_dataset", "validate_labels",
+    "COCO_VOC_CATEGORY_IDS",
+    "DATASET_KINDS",
+    "PROBLEM_KINDS",
+    "DatasetError",
+    "LabelProblem",
+    "Sample",
+    "SegmentationDataset",
+    "open_dataset",
+    "validate_labels",
 ]
 
 DATASET_KINDS: tuple[str, ...] = ("voc", "coco-voc", "folder", "ade20k")
 PROBLEM_KINDS: tuple[str, ...] = (
-    "out_of_range", "binary_mask", "rgb_mask", "size_mismatch", "missing_mask", "unreadable",
+    "out_of_range",
+    "binary_mask",
+    "rgb_mask",
+    "size_mismatch",
+    "missing_mask",
+    "unreadable",
 )
 # CAT_LIST of get_coco in torchvision's references/segmentation/coco_utils.py: the COCO category
 # id at position i becomes VOC class i (1 person -> 15, 18 dog -> 12, ...); 0 is no COCO id.
@@ -55,8 +67,12 @@ _INDEX_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I;16N", "I")  # pixel 
 _ORIENTATION = 0x0112  # EXIF tag
 # Inverse of what ImageOps.exif_transpose (inside load_image) applies for each orientation.
 _UNDO_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
 
@@ -106,8 +122,17 @@ class SegmentationDataset:
         unmatched: (name, image path) of images that have no mask; not samples.
     """
 
-    def __init__(self, *, kind: str, root: Path, split: str | None, categories: tuple[str, ...] | None,
-                 ignore_index: int, items: list[_Item], unmatched: tuple[tuple[str, Path], ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        kind: str,
+        root: Path,
+        split: str | None,
+        categories: tuple[str, ...] | None,
+        ignore_index: int,
+        items: list[_Item],
+        unmatched: tuple[tuple[str, Path], ...] = (),
+    ) -> None:
         self.kind, self.root, self.split = kind, root, split
         self.categories, self.ignore_index = categories, ignore_index
         self.unmatched = unmatched
@@ -134,8 +159,10 @@ class SegmentationDataset:
         image = _load(item.image)
         values = _mask_or_error(item.mask, item.name)
         if values.min(initial=0) < 0 or values.max(initial=0) > 255:
-            raise DatasetError(f"{item.mask}: mask values {values.min()}..{values.max()} do not fit class "
-                               "indices 0..255; save the mask as an 8-bit palette (P) or grayscale (L) PNG")
+            raise DatasetError(
+                f"{item.mask}: mask values {values.min()}..{values.max()} do not fit class "
+                "indices 0..255; save the mask as an 8-bit palette (P) or grayscale (L) PNG"
+            )
         if values.shape != (image.height, image.width):
             raise DatasetError(f"{item.mask}: {_size_text(item.image, image.size, values.shape)}")
         return Sample(name=item.name, image=image, target=values.astype(np.uint8), instances=None)
@@ -156,8 +183,14 @@ class _CocoVocDataset(SegmentationDataset):
     stored pixels), so an EXIF rotation applied by :func:`load_image` is undone.
     """
 
-    def __init__(self, *, ann_file: Path, annotations: dict[int, list[tuple[int, Any, Any]]],
-                 sizes: list[tuple[int, int] | None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        ann_file: Path,
+        annotations: dict[int, list[tuple[int, Any, Any]]],
+        sizes: list[tuple[int, int] | None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.ann_file = ann_file
         self._annotations = annotations  # image index -> [(VOC class, segmentation, annotation id)]
@@ -203,8 +236,7 @@ class _CocoVocDataset(SegmentationDataset):
             raise DatasetError(f"{where}: cannot decode its segmentation ({type(e).__name__}: {e})") from None
         mask = mask.reshape(*mask.shape[:2], -1).any(axis=2)  # a polygon's parts OR-ed, as the reference
         if mask.shape != (h, w):
-            raise DatasetError(f"{where}: segmentation is {mask.shape[1]}x{mask.shape[0]} "
-                               f"but the image is {w}x{h}")
+            raise DatasetError(f"{where}: segmentation is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
         return mask.astype(np.uint8)
 
 
@@ -232,9 +264,15 @@ def _ade20k_labels(values: np.ndarray) -> np.ndarray:
     return np.where(values == 0, 255, values - 1).astype(np.uint8)
 
 
-def open_dataset(kind: str, root: str | os.PathLike, *, split: str = "val",
-                 classes_file: str | os.PathLike | None = None, ignore_index: int = 255,
-                 limit: int | None = None) -> SegmentationDataset:
+def open_dataset(
+    kind: str,
+    root: str | os.PathLike,
+    *,
+    split: str = "val",
+    classes_file: str | os.PathLike | None = None,
+    ignore_index: int = 255,
+    limit: int | None = None,
+) -> SegmentationDataset:
     """Open a labelled dataset (reads list files or the COCO json only).
 
     Args:
@@ -285,8 +323,9 @@ def _open_voc(root: Path, split: str, limit: int | None) -> SegmentationDataset:
     bases = [root, root / "VOCdevkit" / "VOC2012", root / "VOC2012"]
     base = next((b for b in bases if (b / "JPEGImages").is_dir() or (b / "ImageSets").is_dir()), None)
     if base is None:
-        raise DatasetError(f"{root}: not a PASCAL VOC 2012 folder: expected {layout} in it, "
-                           "in VOCdevkit/VOC2012/ or in VOC2012/")
+        raise DatasetError(
+            f"{root}: not a PASCAL VOC 2012 folder: expected {layout} in it, in VOCdevkit/VOC2012/ or in VOC2012/"
+        )
     for folder in (base / "JPEGImages", base / "SegmentationClass"):
         if not folder.is_dir():
             raise DatasetError(f"{folder}: missing folder (a VOC2012 folder holds {layout})")
@@ -303,8 +342,9 @@ def _open_voc(root: Path, split: str, limit: int | None) -> SegmentationDataset:
     if not names:
         raise DatasetError(f"{list_file}: the split list is empty (expected one image name per line)")
     items = [_Item(n, base / "JPEGImages" / f"{n}.jpg", base / "SegmentationClass" / f"{n}.png") for n in names]
-    return SegmentationDataset(kind="voc", root=base, split=split, categories=_voc_categories(),
-                               ignore_index=255, items=items[:limit])
+    return SegmentationDataset(
+        kind="voc", root=base, split=split, categories=_voc_categories(), ignore_index=255, items=items[:limit]
+    )
 
 
 def _open_ade20k(root: Path, split: str, limit: int | None) -> SegmentationDataset:
@@ -328,8 +368,16 @@ def _open_ade20k(root: Path, split: str, limit: int | None) -> SegmentationDatas
     unmatched = tuple((n, images[n]) for n in chosen if n not in masks)
     # The 150 benchmark names (not None): the CLI then checks the model's class count against
     # them, and a Hugging Face ADE20K checkpoint reports the same names from its id2label.
-    return _Ade20kDataset(kind="ade20k", root=base, split=split, categories=ADE20K_CATEGORIES, ignore_index=255,
-                          items=items, unmatched=unmatched, mask_dir=mask_dir)
+    return _Ade20kDataset(
+        kind="ade20k",
+        root=base,
+        split=split,
+        categories=ADE20K_CATEGORIES,
+        ignore_index=255,
+        items=items,
+        unmatched=unmatched,
+        mask_dir=mask_dir,
+    )
 
 
 def _open_coco_voc(root: Path, split: str, limit: int | None) -> SegmentationDataset:
@@ -359,8 +407,17 @@ def _open_coco_voc(root: Path, split: str, limit: int | None) -> SegmentationDat
         raise DatasetError(f"{ann_file}: not a COCO instances file (missing or malformed {e})") from None
     if not items:
         raise DatasetError(f"{ann_file}: lists no images")
-    return _CocoVocDataset(kind="coco-voc", root=root, split=split, categories=_voc_categories(),
-                           ignore_index=255, items=items, ann_file=ann_file, annotations=annotations, sizes=sizes)
+    return _CocoVocDataset(
+        kind="coco-voc",
+        root=root,
+        split=split,
+        categories=_voc_categories(),
+        ignore_index=255,
+        items=items,
+        ann_file=ann_file,
+        annotations=annotations,
+        sizes=sizes,
+    )
 
 
 def _json_size(image: dict[str, Any]) -> tuple[int, int] | None:
@@ -368,8 +425,9 @@ def _json_size(image: dict[str, Any]) -> tuple[int, int] | None:
     return (width, height) if isinstance(width, int) and isinstance(height, int) else None
 
 
-def _open_folder(root: Path, classes_file: str | os.PathLike | None, ignore_index: int,
-                 limit: int | None) -> SegmentationDataset:
+def _open_folder(
+    root: Path, classes_file: str | os.PathLike | None, ignore_index: int, limit: int | None
+) -> SegmentationDataset:
     layout = "images/NAME.jpg (any image type) and masks/NAME.png (class indices)"
     for folder in (root / "images", root / "masks"):
         if not folder.is_dir():
@@ -390,8 +448,15 @@ def _open_folder(root: Path, classes_file: str | os.PathLike | None, ignore_inde
         categories = tuple(line.strip() for line in text.splitlines() if line.strip())
         if not categories:
             raise DatasetError(f"{os.fsdecode(classes_file)}: no class names (expected one per line)")
-    return SegmentationDataset(kind="folder", root=root, split=None, categories=categories,
-                               ignore_index=ignore_index, items=items, unmatched=unmatched)
+    return SegmentationDataset(
+        kind="folder",
+        root=root,
+        split=None,
+        categories=categories,
+        ignore_index=ignore_index,
+        items=items,
+        unmatched=unmatched,
+    )
 
 
 def _files_by_stem(folder: Path, suffixes: frozenset[str]) -> dict[str, Path]:
@@ -401,8 +466,10 @@ def _files_by_stem(folder: Path, suffixes: frozenset[str]) -> dict[str, Path]:
         if path.suffix.lower() in suffixes and path.is_file() and not any(p.startswith(".") for p in rel.parts):
             stem = rel.with_suffix("").as_posix()
             if stem in found:
-                raise DatasetError(f"{path}: same name as {found[stem]}; files are matched by name without "
-                                   "extension, so rename or remove one")
+                raise DatasetError(
+                    f"{path}: same name as {found[stem]}; files are matched by name without "
+                    "extension, so rename or remove one"
+                )
             found[stem] = path
     return found
 
@@ -454,10 +521,16 @@ def _mask_values(path: Path) -> np.ndarray:
             if im.mode in ("RGB", "RGBA"):
                 rgb = np.asarray(im)[..., :3]
                 gray = bool((rgb == rgb[..., :1]).all())
-                raise _MaskProblem("rgb_mask", f"mask is an {im.mode} colour image, not class indices; "
-                                   + ("its channels are equal, so save it as grayscale (mode L)" if gray else
-                                      "map each colour to its class index with the dataset's palette "
-                                      "(e.g. seglens.visualize.voc_palette()) and " + _AS_INDICES))
+                raise _MaskProblem(
+                    "rgb_mask",
+                    f"mask is an {im.mode} colour image, not class indices; "
+                    + (
+                        "its channels are equal, so save it as grayscale (mode L)"
+                        if gray
+                        else "map each colour to its class index with the dataset's palette "
+                        "(e.g. seglens.visualize.voc_palette()) and " + _AS_INDICES
+                    ),
+                )
             if im.mode not in _INDEX_MODES:
                 raise _MaskProblem("unreadable", f"unsupported mask mode {im.mode!r}; {_AS_INDICES}")
             values = np.array(im)
@@ -483,8 +556,9 @@ def _size_text(image: Path, image_size: tuple[int, int], mask_shape: tuple[int, 
     return f"mask is {mask_shape[1]}x{mask_shape[0]} but image {image.name} is {image_size[0]}x{image_size[1]} (WxH)"
 
 
-def validate_labels(dataset: SegmentationDataset, num_classes: int, *,
-                    progress: Callable[[int], None] | None = None) -> list[LabelProblem]:
+def validate_labels(
+    dataset: SegmentationDataset, num_classes: int, *, progress: Callable[[int], None] | None = None
+) -> list[LabelProblem]:
     """Check every label file of ``dataset`` against a model's number of classes.
 
     Reads each mask fully but only each image's header. Kinds found (see ``PROBLEM_KINDS``):
@@ -522,8 +596,9 @@ def validate_labels(dataset: SegmentationDataset, num_classes: int, *,
         if slot is not None:
             problems.append(slot)
     mask_dir = dataset.mask_dir if ade else dataset.root / "masks"
-    return problems + [LabelProblem(n, str(p), "missing_mask", f"no mask: expected {mask_dir / n}.png")
-                       for n, p in dataset.unmatched]
+    return problems + [
+        LabelProblem(n, str(p), "missing_mask", f"no mask: expected {mask_dir / n}.png") for n, p in dataset.unmatched
+    ]
 
 
 def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -558,16 +633,22 @@ def _check_item(item: _Item, num_classes: int, ignore: int, *, ade20k: bool = Fa
     if bad:
         listed = ", ".join(f"{v} ({c} px)" for v, c in bad[:10]) + (", ..." if len(bad) > 10 else "")
         if ade20k:
-            detail = (f"{sum(c for _, c in bad)} pixels have annotation values outside 0..{num_classes} "
-                      f"(ADE20K stores class + 1, 0 for unlabelled): {listed}")
+            detail = (
+                f"{sum(c for _, c in bad)} pixels have annotation values outside 0..{num_classes} "
+                f"(ADE20K stores class + 1, 0 for unlabelled): {listed}"
+            )
         else:
-            detail = (f"{sum(c for _, c in bad)} pixels have values outside the classes 0..{num_classes - 1} "
-                      f"that are not the ignore index {ignore}: {listed}")
+            detail = (
+                f"{sum(c for _, c in bad)} pixels have values outside the classes 0..{num_classes - 1} "
+                f"that are not the ignore index {ignore}: {listed}"
+            )
         out_of_range = LabelProblem(item.name, mask, "out_of_range", detail)
     values_set = {int(v) for v in present}
     if num_classes > 2 and not ade20k and values_set in ({0, 255}, {0, 1}):
-        detail = (f"looks like a binary 0/{max(values_set)} mask, not class indices: pixel values must be class "
-                  f"indices 0..{num_classes - 1} ({ignore} for ignored pixels)")
+        detail = (
+            f"looks like a binary 0/{max(values_set)} mask, not class indices: pixel values must be class "
+            f"indices 0..{num_classes - 1} ({ignore} for ignored pixels)"
+        )
         found.append((LabelProblem(item.name, mask, "binary_mask", detail), out_of_range))
     elif out_of_range is not None:
         found.append(out_of_range)
@@ -591,7 +672,9 @@ def _validate_coco(dataset: _CocoVocDataset, progress: Callable[[int], None] | N
             size = None
         json_size = dataset._sizes[i]
         if size is not None and json_size is not None and size != json_size:
-            detail = f"image is {size[0]}x{size[1]} but {dataset.ann_file.name} says {json_size[0]}x{json_size[1]} (WxH)"
+            detail = (
+                f"image is {size[0]}x{size[1]} but {dataset.ann_file.name} says {json_size[0]}x{json_size[1]} (WxH)"
+            )
             problems.append(LabelProblem(item.name, str(item.image), "size_mismatch", detail))
         expected = size or json_size
         for _, segm, ann_id in dataset._annotations.get(i, []):
@@ -599,8 +682,10 @@ def _validate_coco(dataset: _CocoVocDataset, progress: Callable[[int], None] | N
             if not (isinstance(rle_size, (list, tuple)) and len(rle_size) == 2):
                 continue  # polygons take the image's size; malformed RLEs fail in dataset[i]
             if expected is not None and list(rle_size) != [expected[1], expected[0]]:
-                detail = (f"annotation {ann_id}: RLE size is {rle_size[1]}x{rle_size[0]} but the image is "
-                          f"{expected[0]}x{expected[1]} (WxH)")
+                detail = (
+                    f"annotation {ann_id}: RLE size is {rle_size[1]}x{rle_size[0]} but the image is "
+                    f"{expected[0]}x{expected[1]} (WxH)"
+                )
                 problems.append(LabelProblem(item.name, str(dataset.ann_file), "size_mismatch", detail))
         if progress:
             progress(1)

@@ -104,7 +104,9 @@ class EvalConfig:
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         if self.tta is not None and not isinstance(self.tta, TTA):
-            raise TypeError(f"tta must be a TTA or None (TTA.parse({self.tta!r}) reads text), got {type(self.tta).__name__}")
+            raise TypeError(
+                f"tta must be a TTA or None (TTA.parse({self.tta!r}) reads text), got {type(self.tta).__name__}"
+            )
         if self.compare_tta and self.tta is None:
             raise ValueError("compare_tta needs tta (e.g. tta='flip')")
         if isinstance(self.boundary_width, bool) or not isinstance(self.boundary_width, int) or self.boundary_width < 1:
@@ -364,7 +366,9 @@ class EvalResult:
         out |= _known({"weights_tag": s.weights_tag, "weights_meaningful": s.weights_meaningful})
         out |= {"weights_sha256": s.weights_sha256, "device": s.device}
         out |= _known({"backend": s.backend, "precision": s.precision})
-        dataset = {"kind": d.kind, "root": d.root, "split": d.split, "images": d.images} | _known({"ignore_index": d.ignore_index})
+        dataset = {"kind": d.kind, "root": d.root, "split": d.split, "images": d.images} | _known(
+            {"ignore_index": d.ignore_index}
+        )
         out |= {
             "dataset": dataset,
             "protocol": s.protocol,
@@ -410,7 +414,9 @@ class EvalResult:
             weights=m["weights"],
             weights_sha256=m.get("weights_sha256"),
             device=m["device"],
-            dataset=DatasetInfo(data["kind"], data["root"], data.get("split"), data["images"], data.get("ignore_index")),
+            dataset=DatasetInfo(
+                data["kind"], data["root"], data.get("split"), data["images"], data.get("ignore_index")
+            ),
             protocol=m["protocol"],
             tta=m.get("tta"),
             backend=m.get("backend"),
@@ -434,11 +440,15 @@ class EvalResult:
             per_class={name: ClassScore(name=name, **c) for name, c in m["per_class"].items()},
             confusion_matrix=np.asarray(m["confusion_matrix"], dtype=np.int64),
             top_confusions=tuple(ConfusionPair(**c) for c in m["top_confusions"]),
-            size=SizeAnalysis(tuple(size["thresholds"]), size["unit"], {k: SizeBucket(**b) for k, b in size["buckets"].items()}),
+            size=SizeAnalysis(
+                tuple(size["thresholds"]), size["unit"], {k: SizeBucket(**b) for k, b in size["buckets"].items()}
+            ),
             boundary=BoundaryAnalysis(**m["boundary"]),
             per_image=tuple(ImageScore(**p) for p in m.get("per_image", ())),
             worst=tuple(WorstImage(name=w["name"], miou=w["miou"], file=w.get("file")) for w in m.get("worst", ())),
-            tta_comparison=None if not comparison else TTAComparison(
+            tta_comparison=None
+            if not comparison
+            else TTAComparison(
                 plain=ScorePair(**comparison["plain"]),
                 tta=ScorePair(**comparison["tta"]),
                 gain_miou=comparison["gain_miou"],

@@ -71,7 +71,16 @@ from .evaltypes import (
 )
 from .inference import Segmenter, upsample_argmax
 from .io import atomic_open, bundled_examples, find_images, load_image
-from .metrics import ABSENT_RULE, SIZE_BUCKETS, BoundaryAccuracy, ConfusionMatrix, SizeRecall, image_scores, scores, top_confusions
+from .metrics import (
+    ABSENT_RULE,
+    SIZE_BUCKETS,
+    BoundaryAccuracy,
+    ConfusionMatrix,
+    SizeRecall,
+    image_scores,
+    scores,
+    top_confusions,
+)
 from .models import DEFAULT_MODEL
 from .visualize import comparison_figure, display_name
 
@@ -108,7 +117,8 @@ class LabelProblemsError(DatasetError):
         self.problems = tuple(problems)
         first = self.problems[0]
         n = len(self.problems)
-        super().__init__(f"{n} label problem{'' if n == 1 else 's'} (first: {first.path}: {first.kind}: {first.detail}); "
+        super().__init__(f"{n} label problem{'' if n == 1 else 's'} "
+                         f"(first: {first.path}: {first.kind}: {first.detail}); "
                          "fix them or pass strict=False to score anyway")  # fmt: skip
 
     def __reduce__(self):  # picklable across worker processes
@@ -136,7 +146,10 @@ def _resize_instances(instances, size: tuple[int, int]):
     if instances is None:
         return None
     h, w = size
-    return [(c, np.asarray(Image.fromarray(m.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)).astype(bool)) for c, m in instances]
+    return [
+        (c, np.asarray(Image.fromarray(m.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)).astype(bool))
+        for c, m in instances
+    ]
 
 
 def _labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -167,7 +180,9 @@ def _published(settings: EvalSettings) -> Published | None:
     return Published(miou=meta["miou"], pixel_acc=meta["pixel_acc"], source=source)
 
 
-def _settings(seg: Segmenter, dataset: SegmentationDataset, images: int, protocol: str, tta: TTA | None) -> EvalSettings:
+def _settings(
+    seg: Segmenter, dataset: SegmentationDataset, images: int, protocol: str, tta: TTA | None
+) -> EvalSettings:
     """The run's settings; model metadata from the Segmenter's LoadedModel (name, weights, digest)."""
     model = seg.loaded
     return EvalSettings(
@@ -248,7 +263,11 @@ def score_dataset(
         s = image_scores(target, pred, n)
         per_image.append(ImageScore(sample.name, _pct(s.miou), _pct(s.pixel_acc)))
         if config.worst and not math.isnan(s.miou):
-            item = (-s.miou, -i, WorstImage(sample.name, _pct(s.miou), None, np.asarray(shown.convert("RGB")), target, pred))
+            item = (
+                -s.miou,
+                -i,
+                WorstImage(sample.name, _pct(s.miou), None, np.asarray(shown.convert("RGB")), target, pred),
+            )
             if len(worst) < config.worst:
                 heapq.heappush(worst, item)
             elif item[:2] > worst[0][:2]:
@@ -262,7 +281,9 @@ def score_dataset(
     if compare:
         p = scores(cm_plain.matrix)
         plain_s, tta_s = ScorePair(_pct(p.miou), _pct(p.pixel_acc)), ScorePair(_pct(final.miou), _pct(final.pixel_acc))
-        tta_comparison = TTAComparison(plain_s, tta_s, _diff(tta_s.miou, plain_s.miou), _diff(tta_s.pixel_acc, plain_s.pixel_acc))
+        tta_comparison = TTAComparison(
+            plain_s, tta_s, _diff(tta_s.miou, plain_s.miou), _diff(tta_s.pixel_acc, plain_s.pixel_acc)
+        )
     unit = "instance masks" if dataset.kind == "coco-voc" else "8-connected components per class"
     settings = _settings(seg, dataset, len(dataset) - len(skipped), protocol, config.tta)
     return EvalResult(
@@ -289,7 +310,10 @@ def score_dataset(
             for c in range(n)
         },
         confusion_matrix=cm.matrix,
-        top_confusions=tuple(ConfusionPair(names[t.gt], names[t.pred], t.pixels, _pct(t.fraction_of_gt)) for t in top_confusions(cm.matrix, k=10)),
+        top_confusions=tuple(
+            ConfusionPair(names[t.gt], names[t.pred], t.pixels, _pct(t.fraction_of_gt))
+            for t in top_confusions(cm.matrix, k=10)
+        ),
         size=SizeAnalysis(
             thresholds=tuple(b[2] for b in SIZE_BUCKETS if b[2] is not None),
             unit=f"pixels of a ground-truth region at the protocol's resolution ({unit}, background excluded)",
@@ -313,7 +337,9 @@ def _boundary(b) -> BoundaryAnalysis:
     return BoundaryAnalysis(b.width, b.band_pixels, _pct(b.band_acc), b.interior_pixels, _pct(b.interior_acc))
 
 
-def write_worst(result: EvalResult, out_dir: str | os.PathLike, seg: Segmenter, *, ignore_index: int | None = None) -> EvalResult:
+def write_worst(
+    result: EvalResult, out_dir: str | os.PathLike, seg: Segmenter, *, ignore_index: int | None = None
+) -> EvalResult:
     """Render the worst images as image | ground truth | prediction | error map PNGs into
     ``out_dir/worst/`` and return the result with their ``file`` set (relative to out_dir).
 
@@ -331,7 +357,15 @@ def write_worst(result: EvalResult, out_dir: str | os.PathLike, seg: Segmenter, 
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in w.name)[:80]
         rel = f"worst/{rank:02d}_{safe}.png"
         miou = "n/a" if w.miou is None else f"{w.miou:.1f}"
-        fig = comparison_figure(w.image, w.target, w.pred, seg.categories, seg.palette, ignore_index=ignore_index, title=f"{w.name}: mIoU {miou}")
+        fig = comparison_figure(
+            w.image,
+            w.target,
+            w.pred,
+            seg.categories,
+            seg.palette,
+            ignore_index=ignore_index,
+            title=f"{w.name}: mIoU {miou}",
+        )
         with atomic_open(out_dir / rel) as f:
             fig.savefig(f, format="png", dpi=80)
         worst.append(dataclasses.replace(w, file=rel))
@@ -410,10 +444,18 @@ def evaluate(
     if unknown:
         allowed = [*_DATA_OPTIONS, *_CONFIG_OPTIONS, *_RUN_OPTIONS, *_MODEL_OPTIONS]
         raise TypeError(f"evaluate() got unknown options {', '.join(unknown)}; options: {', '.join(allowed)}")
-    model_args = ["model"] * (model != DEFAULT_MODEL) + ["weights"] * (weights != "official") + [k for k in _MODEL_OPTIONS if k in options]
+    model_args = (
+        ["model"] * (model != DEFAULT_MODEL)
+        + ["weights"] * (weights != "official")
+        + [k for k in _MODEL_OPTIONS if k in options]
+    )
     _refuse_both("segmenter=", segmenter is not None, model_args)
     _refuse_both("config=", config is not None, [k for k in _CONFIG_OPTIONS if k in options])
-    _refuse_both("a dataset object", isinstance(kind, SegmentationDataset), [k for k in _DATA_OPTIONS if k in options] + (["root"] if root is not None else []))
+    _refuse_both(
+        "a dataset object",
+        isinstance(kind, SegmentationDataset),
+        [k for k in _DATA_OPTIONS if k in options] + (["root"] if root is not None else []),
+    )
     opts = {**_MODEL_OPTIONS, **_DATA_OPTIONS, **_CONFIG_OPTIONS, **_RUN_OPTIONS, **options}
     config = config or _config(opts)
     bars = _bar_factory(progress)
@@ -423,7 +465,14 @@ def evaluate(
     else:
         if root is None:
             raise TypeError("evaluate() needs root= (the dataset's folder) with a dataset kind")
-        dataset = open_dataset(kind, root, split=opts["split"], classes_file=opts["classes"], ignore_index=opts["ignore_index"], limit=opts["limit"])
+        dataset = open_dataset(
+            kind,
+            root,
+            split=opts["split"],
+            classes_file=opts["classes"],
+            ignore_index=opts["ignore_index"],
+            limit=opts["limit"],
+        )
     if len(dataset) == 0:
         raise DatasetError(f"{dataset.root}: the dataset has no images with masks")
     seg = segmenter if segmenter is not None else _build(model, weights, opts, download_progress=bars is not None)
@@ -436,19 +485,26 @@ def evaluate(
                            f"pass weights with {len(dataset.categories)} classes or fix the class list")  # fmt: skip
     emit = on_event or (lambda event: None)
     if not seg.loaded.meaningful:
-        emit(EvalEvent("warning", f"weights are a {seg.loaded.weights_tag}: the scores measure nothing but the pipeline"))
+        emit(
+            EvalEvent("warning", f"weights are a {seg.loaded.weights_tag}: the scores measure nothing but the pipeline")
+        )
 
     problems: list[LabelProblem] = []
     if opts["check_labels"] or opts["strict"]:
         with _Bar(bars, len(dataset), "check labels") as bar:
             problems = validate_labels(dataset, n, progress=bar.update)
     if problems:
-        emit(EvalEvent("label_problems", f"{len(problems)} label problem{'' if len(problems) == 1 else 's'}", tuple(problems)))
+        emit(
+            EvalEvent(
+                "label_problems", f"{len(problems)} label problem{'' if len(problems) == 1 else 's'}", tuple(problems)
+            )
+        )
         if opts["strict"]:
             raise LabelProblemsError(problems)
     if (config.protocol or default_protocol(dataset.kind)) == "torchvision" and seg.reference_short_side is None:
-        emit(EvalEvent("note", "models without torchvision's preset (Hugging Face checkpoints) are scored with the native "
-                               "protocol (their own image processor; the torchvision protocol is torchvision's 520-pixel preset)"))  # fmt: skip
+        emit(EvalEvent("note", "models without torchvision's preset (Hugging Face checkpoints) are scored with the "
+                               "native protocol (their own image processor; the torchvision protocol is "
+                               "torchvision's 520-pixel preset)"))  # fmt: skip
     with _Bar(bars, len(dataset), "eval") as bar:
         result = score_dataset(seg, dataset, config, progress=bar.update, label_problems=problems)
     if out is not None:
@@ -471,7 +527,13 @@ def _config(opts: dict) -> EvalConfig:
             tta = TTA.parse(tta)
         except ValueError as e:
             raise ValueError(f"tta={e}") from None
-    return EvalConfig(protocol=opts["protocol"], tta=tta, compare_tta=opts["compare_tta"], boundary_width=opts["boundary_width"], worst=opts["worst"])
+    return EvalConfig(
+        protocol=opts["protocol"],
+        tta=tta,
+        compare_tta=opts["compare_tta"],
+        boundary_width=opts["boundary_width"],
+        worst=opts["worst"],
+    )
 
 
 def _calibration_images(calibration, limit: int = 16) -> list:
@@ -483,7 +545,9 @@ def _calibration_images(calibration, limit: int = 16) -> list:
     else:
         found, problems = find_images([calibration])
         if not found:
-            raise ValueError(f"calibration={os.fsdecode(calibration)}: no images found ({'; '.join(r for _, r in problems)})")
+            raise ValueError(
+                f"calibration={os.fsdecode(calibration)}: no images found ({'; '.join(r for _, r in problems)})"
+            )
         paths = [f.path for f in found]
     return [load_image(p) for p in paths[:limit]]
 

@@ -51,7 +51,12 @@ __all__ = ["HF_MODELS", "HF_PREFIX", "HFModel", "HFModelRow", "hf_model_rows", "
 HF_PREFIX = "hf:"
 _INSTALL = "pip install 'seglens[hf]'"
 # Files transformers loads weights from, in its order of preference (use_safetensors=None).
-_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Mask-classification families and the size their post_process_semantic_segmentation resizes the
 # mask logits to before the sigmoid (None: kept at the model's resolution).
 _MASK_FAMILIES: dict[str, tuple[int, int] | None] = {
@@ -176,8 +181,14 @@ class _MaskClassificationNet(nn.Module):
     logits; seglens upsamples and takes the argmax exactly as the post-processor does.
     """
 
-    def __init__(self, net: nn.Module, *, score_size: tuple[int, int] | None, task_inputs: torch.Tensor | None = None,
-                 bgr: bool = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        score_size: tuple[int, int] | None,
+        task_inputs: torch.Tensor | None = None,
+        bgr: bool = False,
+    ) -> None:
         super().__init__()
         self.net, self.score_size, self.bgr = net, score_size, bgr
         # OneFormer's task prompt ("the task is semantic") as token ids, (1, L) int64.
@@ -360,8 +371,10 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
 
     def unavailable(e: BaseException) -> WeightsError:
         if local:
-            return WeightsError(f"{name}: not a Hugging Face model folder ({_reason(e)}); it needs config.json, "
-                                "the weights and preprocessor_config.json as save_pretrained writes them")
+            return WeightsError(
+                f"{name}: not a Hugging Face model folder ({_reason(e)}); it needs config.json, "
+                "the weights and preprocessor_config.json as save_pretrained writes them"
+            )
         from huggingface_hub import constants
 
         why = f"{OFFLINE_ENV} is set, so nothing is downloaded" if offline else f"download failed: {_reason(e)}"
@@ -379,8 +392,10 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
         except ValueError as e:  # unknown model_type, or a config that needs remote code
             if local and not (Path(source) / "config.json").is_file():
                 raise unavailable(e) from e
-            raise WeightsError(f"{name}: transformers cannot build this checkpoint without running its own code "
-                               f"or a newer transformers ({_reason(e)}); seglens never sets trust_remote_code") from e
+            raise WeightsError(
+                f"{name}: transformers cannot build this checkpoint without running its own code "
+                f"or a newer transformers ({_reason(e)}); seglens never sets trust_remote_code"
+            ) from e
         model_type = getattr(config, "model_type", "")
         from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES as semantic
 
@@ -390,8 +405,10 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
             auto_class = transformers.AutoModelForUniversalSegmentation
         else:
             supported = ", ".join(sorted([*semantic, *_MASK_FAMILIES]))
-            raise WeightsError(f"{name}: a {model_type or 'unknown'} checkpoint is not a semantic-segmentation model "
-                               f"seglens can run (supported model types: {supported})")
+            raise WeightsError(
+                f"{name}: a {model_type or 'unknown'} checkpoint is not a semantic-segmentation model "
+                f"seglens can run (supported model types: {supported})"
+            )
         categories = _categories(config, name)
         try:
             # dtype float32: the Segmenter feeds float32 and autocasts itself; a checkpoint
@@ -403,21 +420,29 @@ def load_hf_model(spec: str, *, progress: bool = True) -> LoadedModel:
             raise WeightsError(f"{name}: the weights cannot be loaded ({_reason(e)})") from e
         missing, mismatched = sorted(info.get("missing_keys") or ()), list(info.get("mismatched_keys") or ())
         if missing or mismatched:
-            detail = f"{len(missing)} missing (e.g. {missing[:2]})" if missing else f"{len(mismatched)} of the wrong shape"
-            raise WeightsError(f"{name}: the checkpoint lacks weights of {type(net).__name__}: {detail}; "
-                               "is it a backbone-only or classification checkpoint?")
+            detail = (
+                f"{len(missing)} missing (e.g. {missing[:2]})" if missing else f"{len(mismatched)} of the wrong shape"
+            )
+            raise WeightsError(
+                f"{name}: the checkpoint lacks weights of {type(net).__name__}: {detail}; "
+                "is it a backbone-only or classification checkpoint?"
+            )
         try:
             processor = transformers.AutoImageProcessor.from_pretrained(
                 source, **kwargs, **({"class_info_file": None} if model_type == "oneformer" else {})
             )  # OneFormer: its class_info_file (panoptic metadata) would be downloaded and is not needed
             task_inputs = _oneformer_task(transformers, source, config, kwargs) if model_type == "oneformer" else None
         except OSError as e:
-            raise WeightsError(f"{name}: no usable image processor ({_reason(e)}); the checkpoint needs "
-                               "preprocessor_config.json (processor.save_pretrained(dir) writes it)") from e
+            raise WeightsError(
+                f"{name}: no usable image processor ({_reason(e)}); the checkpoint needs "
+                "preprocessor_config.json (processor.save_pretrained(dir) writes it)"
+            ) from e
     net.eval()
     bgr = _takes_bgr(processor)
     if model_type in _MASK_FAMILIES:
-        model: nn.Module = _MaskClassificationNet(net, score_size=_MASK_FAMILIES[model_type], task_inputs=task_inputs, bgr=bgr)
+        model: nn.Module = _MaskClassificationNet(
+            net, score_size=_MASK_FAMILIES[model_type], task_inputs=task_inputs, bgr=bgr
+        )
         scores = "probs"
     else:
         model, scores = _SemanticNet(net, bgr=bgr), "logits"

@@ -10,8 +10,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -19,13 +18,23 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from .io import DEFAULT_MAX_PIXELS, load_image, to_rgb
+from .config import SegmenterConfig
+from .io import load_image, to_rgb
 from .models import DEFAULT_MODEL, LoadedModel, is_hf_model, load_model
+from .results import Prediction, SegmentationResult
 from .shapes import _MAX_MODEL_PIXELS, ImageShapeError
 from .shapes import check_size as _check_size
-from .visualize import ClassStat, background_index, class_stats, colorize, figure, overlay, voc_palette
+from .visualize import voc_palette
 
-__all__ = ["ImageShapeError", "Prediction", "SegmentationResult", "Segmenter", "TTALogits", "resolve_device", "upsample_argmax"]
+__all__ = [
+    "ImageShapeError",
+    "Prediction",
+    "SegmentationResult",
+    "Segmenter",
+    "TTALogits",
+    "resolve_device",
+    "upsample_argmax",
+]
 
 T = TypeVar("T")
 
@@ -158,111 +167,12 @@ class _Done:
         return self._value
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
-class Prediction:
-    """One image's labels from :meth:`Segmenter.predict` / :meth:`Segmenter.predict_tensors`.
-
-    Attributes:
-        labels: (H, W) uint8 class indices at the image's own size.
-        seconds: the image's share of the wall time.
-        confidence: (H, W) uint8, the winning class's probability x 255, when the Segmenter
-            computes confidence (``confidence=True``); else None.
-    """
-
-    labels: np.ndarray
-    seconds: float
-    confidence: np.ndarray | None = None
-
-
 class TTALogits(NamedTuple):
     """:meth:`Segmenter.logits`: the logits averaged over the augmentations, and the plain
     member's (scale 1, not mirrored) when it is among them, else None; (N, C, h, w) float32."""
 
     logits: torch.Tensor
     plain: torch.Tensor | None
-
-
-@dataclass(frozen=True, eq=False)
-class SegmentationResult:
-    """One image's segmentation.
-
-    Attributes:
-        labels: (H, W) uint8 class indices, H and W of the input image.
-        image: the RGB input as segmented (PIL, EXIF orientation applied).
-        categories: class names, index = label value.
-        palette: (256, 3) uint8 colours, index = label value.
-        seconds: wall time spent on this image (its share of a batch).
-        confidence: (H, W) uint8, the winning class's probability x 255 (max softmax), when the
-            Segmenter was made with ``confidence=True``; else None.
-    """
-
-    labels: np.ndarray
-    image: Image.Image
-    categories: tuple[str, ...]
-    palette: np.ndarray = field(repr=False)
-    seconds: float = 0.0
-    confidence: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def classes(self) -> list[ClassStat]:
-        """Classes present, largest first, with pixel counts, fractions, colours and (with
-        confidence maps) each class's mean confidence."""
-        return class_stats(self.labels, self.categories, self.palette, confidence=self.confidence)
-
-    def to_dict(self, *, digits: int | None = 6, hex_colors: bool = False) -> dict:
-        """This result as JSON-ready data: the one serialisation ``summary.json`` (one entry per
-        image), the web API's JSON answer and the video summary (per frame) are made of.
-
-        Args:
-            digits: decimal places of each class's ``fraction``; ``seconds`` and
-                ``mean_confidence`` get ``digits - 2``. None: exact floats.
-            hex_colors: also give each class's colour as ``"hex": "#rrggbb"``.
-
-        Returns:
-            ``{"width", "height", "seconds", "classes"}``: ``classes`` as :attr:`classes`, most
-            pixels first, in :meth:`class_rows`' form.
-        """
-        height, width = self.labels.shape
-        return {
-            "width": width,
-            "height": height,
-            "seconds": self.seconds if digits is None else round(self.seconds, max(0, digits - 2)),
-            "classes": self.class_rows(self.classes, digits=digits, hex_colors=hex_colors),
-        }
-
-    @staticmethod
-    def class_rows(stats: Sequence[ClassStat], *, digits: int | None = 6, hex_colors: bool = False) -> list[dict]:
-        """``ClassStat`` s as JSON rows: ``{"index", "name", "pixels", "fraction", "color"}``, plus
-        ``"hex"`` (with ``hex_colors``) and ``"mean_confidence"`` (for stats that carry one);
-        ``digits`` as in :meth:`to_dict`. Also used for class totals over a video's frames."""
-
-        def rounded(value: float, places: int) -> float:
-            return value if digits is None else round(value, max(0, places))
-
-        rows = []
-        for c in stats:
-            row = {"index": c.index, "name": c.name, "pixels": c.pixels, "fraction": rounded(c.fraction, digits or 0), "color": list(c.color)}
-            if hex_colors:
-                row["hex"] = "#{:02x}{:02x}{:02x}".format(*c.color)
-            if c.confidence is not None:
-                row["mean_confidence"] = rounded(c.confidence, (digits or 0) - 2)
-            rows.append(row)
-        return rows
-
-    def colorize(self) -> np.ndarray:
-        """(H, W, 3) uint8 colour mask."""
-        return colorize(self.labels, self.palette)
-
-    def overlay(self, alpha: float = 0.5) -> np.ndarray:
-        """(H, W, 3) uint8 image with the colour mask blended in (a background class left as is,
-        :func:`seglens.visualize.background_index`; classes at index 0 that are not background,
-        e.g. ADE20K's "wall", are tinted)."""
-        return overlay(self.image, self.labels, self.palette, alpha=alpha, background=background_index(self.categories))
-
-    def figure(self, *, title: str | None = None):
-        """Matplotlib figure: image | colour mask (| confidence heat map), with a legend of the
-        classes present."""
-        return figure(self.image, self.labels, self.categories, self.palette, title=title, confidence=self.confidence)
 
 
 class Segmenter:
@@ -275,9 +185,14 @@ class Segmenter:
         result.labels            # (H, W) uint8
         result.classes           # [ClassStat(index=15, name='person', ...), ...]
 
+    Takes a :class:`seglens.SegmenterConfig` (``Segmenter(SegmenterConfig(...))``, no keywords
+    then), or a model and the config's fields as keywords, which make one: both forms are checked
+    by ``SegmenterConfig`` and leave it in :attr:`config`.
+
     Args:
-        model: a torchvision segmentation builder name, ``"hf:<repo-or-folder>"`` (a Hugging
-            Face transformers checkpoint, :mod:`seglens.hf`), or an already loaded ``LoadedModel``.
+        model_or_config: a :class:`~seglens.config.SegmenterConfig`; or the model: a torchvision
+            segmentation builder name, ``"hf:<repo-or-folder>"`` (a Hugging Face transformers
+            checkpoint, :mod:`seglens.hf`), or an already loaded ``LoadedModel``.
         weights: ``"official"``, ``"random"`` or a local ``.pth`` / ``.safetensors`` path.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         batch_size: images per forward pass; only images whose preprocessed sizes are equal
@@ -307,47 +222,36 @@ class Segmenter:
             of a tiled image (for a progress bar on huge images); None: not called.
     """
 
-    def __init__(
-        self,
-        model: str | LoadedModel = DEFAULT_MODEL,
-        *,
-        weights: str | os.PathLike | None = "official",
-        device: str | torch.device = "auto",
-        batch_size: int = 1,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        progress: bool = True,
-        seed: int = 0,
-        backend: str = "torch",
-        precision: str = "fp32",
-        channels_last: bool | None = None,
-        compile: bool = False,
-        calibration: Sequence[Image.Image] | None = None,
-        scale: float | None = None,
-        tile: int | None = None,
-        overlap: float = 0.25,
-        confidence: bool = False,
-        window_progress: Callable[[int, int], None] | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if scale is not None and not (0 < scale <= 16):
-            raise ValueError(f"scale must be in (0, 16], got {scale}")
-        if tile is not None and tile < 32:
-            raise ValueError(f"tile must be at least 32 pixels, got {tile}")
-        if not 0 <= overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    def __init__(self, model_or_config: str | LoadedModel | SegmenterConfig = DEFAULT_MODEL, **kwargs: Any) -> None:
+        if isinstance(model_or_config, SegmenterConfig):
+            if kwargs:
+                names = ", ".join(sorted(kwargs))
+                raise TypeError(f"Segmenter(config) takes no keywords (got {names}); use config.replace(...)")
+            config = model_or_config
+        else:
+            if "model" in kwargs:  # the old keyword name: Segmenter(model="fcn_resnet50")
+                if model_or_config != DEFAULT_MODEL:
+                    raise TypeError("Segmenter() got the model twice: positionally and as model=")
+                model_or_config = kwargs.pop("model")
+            try:
+                config = SegmenterConfig(model_or_config, **kwargs)
+            except TypeError as e:  # an unknown keyword: say Segmenter(), not SegmenterConfig.__init__()
+                raise TypeError(str(e).replace("SegmenterConfig.__init__()", "Segmenter()")) from None
+        self.config = config
+        model, device, tile, scale = config.model, config.device, config.tile, config.scale
+        backend, precision, calibration = config.backend, config.precision, config.calibration
         self.scale = 1.0 if (tile is not None and scale is None) else scale
-        self.tile, self.overlap, self.confidence = tile, overlap, confidence
-        self.window_progress = window_progress
+        self.tile, self.overlap, self.confidence = tile, config.overlap, config.confidence
+        self.window_progress = config.window_progress
         if backend == "openvino" and str(device) == "auto":
             device = "cpu"  # OpenVINO runs on the CPU here; "auto" must not pick a GPU for it
-        name = model.name if isinstance(model, LoadedModel) else model
-        if backend != "torch" and is_hf_model(name):
-            raise ValueError(f"{name}: Hugging Face models run with --backend torch (ONNX / OpenVINO export covers torchvision models)")
         self.device = resolve_device(device)
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, weights=weights, progress=progress, seed=seed)
-        self.batch_size = batch_size
-        self.max_pixels = max_pixels
+        if isinstance(model, LoadedModel):
+            self.loaded = model
+        else:
+            self.loaded = load_model(model, weights=config.weights, progress=config.progress, seed=config.seed)
+        self.batch_size = config.batch_size
+        self.max_pixels = config.max_pixels
         self.categories = self.loaded.categories
         if len(self.categories) > 256:
             raise ValueError(f"{len(self.categories)} classes do not fit uint8 label maps (at most 256)")
@@ -357,13 +261,11 @@ class Segmenter:
         self.backend, self.precision = backend, precision
         self._runner = None
         if backend == "torch":
-            if precision not in _AUTOCAST:
-                raise ValueError(f"precision {precision!r} with the torch backend: choose {', '.join(_AUTOCAST)} (int8 needs --backend openvino)")
             # channels_last: about 1.25x faster convolutions on CPU (oneDNN) and on CUDA tensor cores.
-            use_cl = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
+            use_cl = self.device.type in ("cpu", "cuda") if config.channels_last is None else config.channels_last
             self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
             self.model = self.loaded.model.to(self.device, memory_format=self.memory_format).eval()
-            if compile:
+            if config.compile:
                 import torch._inductor.config as inductor_config
 
                 # Freezing folds the (inference-only) weights and BatchNorm into the graph: about
@@ -377,7 +279,14 @@ class Segmenter:
             self.model = self.loaded.model.eval()
             calib = (lambda: [self.preprocess(im) for im in calibration]) if calibration else None
             # Same thread count as torch, so backends are compared (and run) on equal terms.
-            self._runner = make_runner(self.loaded, backend=backend, precision=precision, device=self.device, calibration=calib, threads=torch.get_num_threads())
+            self._runner = make_runner(
+                self.loaded,
+                backend=backend,
+                precision=precision,
+                device=self.device,
+                calibration=calib,
+                threads=torch.get_num_threads(),
+            )
 
     @torch.inference_mode()
     def run(self, batch: torch.Tensor) -> torch.Tensor:
@@ -400,7 +309,14 @@ class Segmenter:
         Raises:
             ImageShapeError: with a one-line ``reason`` and a ``cli_hint`` that works.
         """
-        _check_size(width, height, scale=self.scale, tile=self.tile, transforms=self.loaded.transforms, is_hf=is_hf_model(self.loaded.name))
+        _check_size(
+            width,
+            height,
+            scale=self.scale,
+            tile=self.tile,
+            transforms=self.loaded.transforms,
+            is_hf=is_hf_model(self.loaded.name),
+        )
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The network's input for one RGB image.
@@ -418,7 +334,10 @@ class Segmenter:
         if self.scale is None:
             tensor = self.loaded.transforms(image)
             if tensor.shape[-2] * tensor.shape[-1] > _MAX_MODEL_PIXELS:  # a preprocessing check_size cannot compute
-                reason = f"image is {w}x{h}: the model's preprocessing made {tensor.shape[-1]}x{tensor.shape[-2]} of it, above the limit of {_MAX_MODEL_PIXELS} pixels for one pass"
+                reason = (
+                    f"image is {w}x{h}: the model's preprocessing made {tensor.shape[-1]}x{tensor.shape[-2]} of it, "
+                    f"above the limit of {_MAX_MODEL_PIXELS} pixels for one pass"
+                )
                 raise ImageShapeError((w, h), reason, "use --tile 512 (full resolution, in windows) or crop it")
             return tensor
         size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
@@ -534,7 +453,9 @@ class Segmenter:
                     t1 = time.perf_counter()
                     conf = None
                     if self.confidence:
-                        labels, raw = upsample_argmax(logits[j], tuple(sizes[i]), confidence=True, scores=self.loaded.scores)
+                        labels, raw = upsample_argmax(
+                            logits[j], tuple(sizes[i]), confidence=True, scores=self.loaded.scores
+                        )
                         conf = _quantize(raw)
                     else:
                         labels = upsample_argmax(logits[j], tuple(sizes[i]))
@@ -652,13 +573,25 @@ class Segmenter:
                     return
                 chunk = [ahead.popleft().result() for _ in range(min(self.batch_size, len(ahead)))]
                 good = [c for c in chunk if c[2] is not None]
-                predictions = iter(self.predict_tensors([c[2] for c in good], [(c[1].height, c[1].width) for c in good]))
+                predictions = iter(
+                    self.predict_tensors([c[2] for c in good], [(c[1].height, c[1].width) for c in good])
+                )
                 for src, image, tensor in chunk:
                     if tensor is None:
                         yield src, image
                     else:
                         p = next(predictions)
-                        yield src, SegmentationResult(labels=p.labels, image=image, categories=self.categories, palette=self.palette, seconds=p.seconds, confidence=p.confidence)
+                        yield (
+                            src,
+                            SegmentationResult(
+                                labels=p.labels,
+                                image=image,
+                                categories=self.categories,
+                                palette=self.palette,
+                                seconds=p.seconds,
+                                confidence=p.confidence,
+                            ),
+                        )
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -682,7 +615,14 @@ class Segmenter:
         single = not isinstance(images, (list, tuple))
         pil = [self._as_image(x) for x in ([images] if single else images)]
         results = [
-            SegmentationResult(labels=p.labels, image=im, categories=self.categories, palette=self.palette, seconds=p.seconds, confidence=p.confidence)
+            SegmentationResult(
+                labels=p.labels,
+                image=im,
+                categories=self.categories,
+                palette=self.palette,
+                seconds=p.seconds,
+                confidence=p.confidence,
+            )
             for im, p in zip(pil, self.predict(pil))
         ]
         return results[0] if single else results

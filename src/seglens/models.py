@@ -232,12 +232,12 @@ def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], name: str,
     except RuntimeError as e:
         missing = sorted(set(model.state_dict()) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(model.state_dict()))
-        detail = f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        detail = (
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
         if not missing and not unexpected:
             detail = str(e).strip().splitlines()[-1].strip()[:200]
-        raise WeightsError(
-            f"{source}: does not fit {name} ({detail}); is it a state dict for another --model?"
-        ) from e
+        raise WeightsError(f"{source}: does not fit {name} ({detail}); is it a state dict for another --model?") from e
 
 
 def load_model(

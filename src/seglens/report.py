@@ -183,7 +183,10 @@ def _class_table(r: EvalResult) -> _Table:
 
 
 def _confusion_table(r: EvalResult) -> _Table:
-    rows = tuple((f"{c.gt} -> {c.pred}", _count(c.pixels), f"{_pct(c.fraction_of_gt)}% of {c.gt} pixels") for c in r.top_confusions)
+    rows = tuple(
+        (f"{c.gt} -> {c.pred}", _count(c.pixels), f"{_pct(c.fraction_of_gt)}% of {c.gt} pixels")
+        for c in r.top_confusions
+    )
     note = "In the heatmap rows are ground-truth classes and columns predictions; each row sums to 100%."
     headers = ("ground truth -> predicted", "pixels", "share")
     return _Table("Top confusions", headers, rows, "lrl", (note,), "confusion")
@@ -199,7 +202,15 @@ def _size_table(r: EvalResult) -> _Table:
     rows = []
     for name in _BUCKETS:
         b = r.size.buckets[name]
-        rows.append((f"{name} ({ranges[name]})", _count(b.regions), _count(b.pixels), _pct(b.pixel_recall), _pct(b.mean_region_recall)))
+        rows.append(
+            (
+                f"{name} ({ranges[name]})",
+                _count(b.regions),
+                _count(b.pixels),
+                _pct(b.pixel_recall),
+                _pct(b.mean_region_recall),
+            )
+        )
     note = (
         f"Area: {r.size.unit}. Pixel recall: share of all the bucket's region pixels labelled with "
         "their class; mean region recall: the same share per region, averaged over regions."
@@ -233,7 +244,11 @@ def _tta_table(r: EvalResult) -> _Table | None:
 def _problem_table(r: EvalResult) -> _Table:
     problems = r.label_problems
     rows = tuple((p.name, p.path, p.kind, p.detail) for p in problems[:_MAX_PROBLEMS])
-    notes = (f"{len(problems):,} label problem{'' if len(problems) == 1 else 's'} found." if problems else "No label problems found.",)
+    notes = (
+        f"{len(problems):,} label problem{'' if len(problems) == 1 else 's'} found."
+        if problems
+        else "No label problems found.",
+    )
     if len(problems) > _MAX_PROBLEMS:
         notes += (f"The first {_MAX_PROBLEMS} are listed; all {len(problems):,} are in metrics.json.",)
     return _Table("Label problems", ("image", "path", "kind", "detail"), rows, "llll", notes)
@@ -250,7 +265,10 @@ def _size_reading(size: SizeAnalysis) -> str | None:
         verdict = f"small objects are somewhat harder ({gap:.1f} points lower)."
     else:
         verdict = "object size makes little difference here."
-    text = f"Small objects: {_pct(small.pixel_recall)}% of pixels recalled vs {_pct(large.pixel_recall)}% for large ones; {verdict}"
+    text = (
+        f"Small objects: {_pct(small.pixel_recall)}% of pixels recalled vs {_pct(large.pixel_recall)}% for large ones; "
+        f"{verdict}"
+    )
     if small.mean_region_recall is not None:
         text += (
             f" The average small region has {_pct(small.mean_region_recall)}% of its pixels found "
@@ -291,7 +309,9 @@ def _reading(r: EvalResult) -> list[str]:
         lines.append(f"Weakest class: {lo_name} (IoU {_pct(lo)}); strongest: {hi_name} (IoU {_pct(hi)}).")
     if r.top_confusions:
         c = r.top_confusions[0]
-        lines.append(f"Largest confusion: {c.gt} -> {c.pred}, {_pct(c.fraction_of_gt)}% of {c.gt} pixels ({c.pixels:,} pixels).")
+        lines.append(
+            f"Largest confusion: {c.gt} -> {c.pred}, {_pct(c.fraction_of_gt)}% of {c.gt} pixels ({c.pixels:,} pixels)."
+        )
     lines += [s for s in (_size_reading(r.size), _boundary_reading(r.boundary)) if s]
     if t := r.tta_comparison:
         lines.append(
@@ -369,7 +389,10 @@ def plot_size(metrics: Metrics) -> Figure:
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(_BUCKETS))
-    series = (("pixel_recall", "pixel recall", "#4c72b0", -0.2), ("mean_region_recall", "mean region recall", "#dd8452", 0.2))
+    series = (
+        ("pixel_recall", "pixel recall", "#4c72b0", -0.2),
+        ("mean_region_recall", "mean region recall", "#dd8452", 0.2),
+    )
     for key, label, color, offset in series:
         values = [np.nan if getattr(b, key) is None else getattr(b, key) for b in buckets]
         ax.bar(x + offset, values, width=0.4, color=color, edgecolor="0.2", linewidth=0.6, label=label)
@@ -404,7 +427,9 @@ def _plots(r: EvalResult) -> dict[str, tuple[str, _PlotFn]]:
         plots["confusion"] = ("Confusion matrix", plot_confusion)
     if any(not c.absent and c.iou is not None for c in r.per_class.values()):
         plots["per_class_iou"] = ("IoU per class", plot_per_class_iou)
-    if any(b.regions and (b.pixel_recall is not None or b.mean_region_recall is not None) for b in r.size.buckets.values()):
+    if any(
+        b.regions and (b.pixel_recall is not None or b.mean_region_recall is not None) for b in r.size.buckets.values()
+    ):
         plots["size"] = ("Recall by object size", plot_size)
     if r.boundary.band_acc is not None or r.boundary.interior_acc is not None:
         plots["boundary"] = ("Accuracy near boundaries", plot_boundary)

@@ -190,20 +190,30 @@ def check_size(
     at = "" if scale == 1 else f" (at scale {scale:g}, {sw}x{sh})"
     if is_hf and min(sw, sh) < _MIN_HF_SIDE:
         reason = f"image is {w}x{h}{at}: under the {_MIN_HF_SIDE} pixels per side this model's network needs"
-        raise ImageShapeError((w, h), reason, "use a larger --scale, or neither --scale nor --tile (the model's own resize)")
+        raise ImageShapeError(
+            (w, h), reason, "use a larger --scale, or neither --scale nor --tile (the model's own resize)"
+        )
     if tile is None:
         if sw * sh > limit:
             reason = f"image is {w}x{h}{at}: {sw * sh} pixels, above the limit of {limit} pixels for one pass"
             fit = _fitting_tile(sw, sh, is_hf=is_hf)
-            hint = f"add --tile {fit} (in windows) or use a smaller --scale" if fit else "use a smaller --scale or crop it"
+            hint = (
+                f"add --tile {fit} (in windows) or use a smaller --scale" if fit else "use a smaller --scale or crop it"
+            )
             raise ImageShapeError((w, h), reason, hint)
         return
     band = min(tile, sh) * sw
     if band > limit:
-        reason = (f"image is {w}x{h}{at}: one row of {tile}-pixel windows across it holds {min(tile, sh)}x{sw} = {band} "
-                  f"pixels of logits, above the limit of {limit}")
+        reason = (
+            f"image is {w}x{h}{at}: one row of {tile}-pixel windows across it holds {min(tile, sh)}x{sw} = {band} "
+            f"pixels of logits, above the limit of {limit}"
+        )
         fit = limit // sw
-        hint = f"use --tile {fit} or smaller, or crop it" if fit >= 32 else "crop it or use a smaller --scale (no --tile size helps an image this thin)"
+        hint = (
+            f"use --tile {fit} or smaller, or crop it"
+            if fit >= 32
+            else "crop it or use a smaller --scale (no --tile size helps an image this thin)"
+        )
         raise ImageShapeError((w, h), reason, hint)
 
 
@@ -211,18 +221,26 @@ def _check_default_size(w: int, h: int, *, transforms: Any, is_hf: bool) -> None
     """check_size for the weights' own preprocessing (``scale=None``)."""
     limit = _MAX_MODEL_PIXELS
     tile = _fitting_tile(w, h, is_hf=is_hf)
-    hint = f"use --tile {tile} (full resolution, in windows) or crop it" if tile else "crop it (it is too thin for --tile too)"
+    hint = (
+        f"use --tile {tile} (full resolution, in windows) or crop it"
+        if tile
+        else "crop it (it is too thin for --tile too)"
+    )
     tf = transforms
     if hasattr(tf, "resize_size"):  # torchvision's SemanticSegmentation preset
         if tf.resize_size is None:  # no resize: the network takes the image as it is
             if w * h > limit:
-                raise ImageShapeError((w, h), f"image is {w}x{h}: {w * h} pixels, above the limit of {limit} pixels for one pass", hint)
+                raise ImageShapeError(
+                    (w, h), f"image is {w}x{h}: {w * h} pixels, above the limit of {limit} pixels for one pass", hint
+                )
             return
         short = tf.resize_size[0]
         nw, nh = _short_side_resize(w, h, short)
         if nw * nh > limit:
-            reason = (f"image is {w}x{h}: the model's resize to a {short}-pixel short side makes it {nw}x{nh}, above the "
-                      f"limit of {limit} pixels for one pass (aspect ratio at most {limit / short / short:g}:1)")
+            reason = (
+                f"image is {w}x{h}: the model's resize to a {short}-pixel short side makes it {nw}x{nh}, above the "
+                f"limit of {limit} pixels for one pass (aspect ratio at most {limit / short / short:g}:1)"
+            )
             raise ImageShapeError((w, h), reason, hint)
         return
     processor = getattr(tf, "processor", None)  # a Hugging Face image processor (seglens.hf)
@@ -235,7 +253,9 @@ def _check_default_size(w: int, h: int, *, transforms: Any, is_hf: bool) -> None
         if aw < 1 or ah < 1:
             what = "with no pixels on one side"
         elif aw * ah > cap:
-            what = f"{aw * ah} pixels, above the limit of {limit}" + ("" if cap == limit else f" and the image's own {w * h}")
+            what = f"{aw * ah} pixels, above the limit of {limit}" + (
+                "" if cap == limit else f" and the image's own {w * h}"
+            )
         else:
             continue
         made = f"make a {aw}x{ah} network input of it" if last else f"pass it through a {aw}x{ah} array"

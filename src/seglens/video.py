@@ -26,11 +26,31 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from ._video_write import _draw_legend, _ffmpeg_reason, _install, _legend_classes, _mux_audio, _remove, _temp_path, _VideoFile
+from ._video_write import (
+    _draw_legend,
+    _ffmpeg_reason,
+    _install,
+    _legend_classes,
+    _mux_audio,
+    _remove,
+    _temp_path,
+    _VideoFile,
+)
 from .io import save_mask_png
 from .visualize import ClassStat, display_name
 
-__all__ = ["MASK_FORMATS", "OUTPUT_KINDS", "VIDEO_SUFFIXES", "Frame", "FrameReader", "VideoError", "VideoInfo", "is_video", "probe", "segment_video"]
+__all__ = [
+    "MASK_FORMATS",
+    "OUTPUT_KINDS",
+    "VIDEO_SUFFIXES",
+    "Frame",
+    "FrameReader",
+    "VideoError",
+    "VideoInfo",
+    "is_video",
+    "probe",
+    "segment_video",
+]
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -117,12 +137,20 @@ def _open_input(av, path: StrPath):
     try:
         streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not streams:
-            raise VideoError(label, "no video stream (an audio file, or a damaged header?); give a video file or re-download it")
+            raise VideoError(
+                label, "no video stream (an audio file, or a damaged header?); give a video file or re-download it"
+            )
         stream = streams[0]
         if stream.codec_context is None:
-            raise VideoError(label, "its video stream cannot be decoded (damaged header or a codec FFmpeg lacks); re-download it or re-export it as H.264 MP4")
+            raise VideoError(
+                label,
+                "its video stream cannot be decoded (damaged header or a codec FFmpeg lacks); "
+                "re-download it or re-export it as H.264 MP4",
+            )
         if not stream.codec_context.width or not stream.codec_context.height:
-            raise VideoError(label, "the video stream has no frame size; the file may be corrupt (re-download or re-export it)")
+            raise VideoError(
+                label, "the video stream has no frame size; the file may be corrupt (re-download or re-export it)"
+            )
     except BaseException:
         container.close()
         raise
@@ -164,7 +192,9 @@ def probe(path: StrPath) -> VideoInfo:
     with container:
         fps = _rate(stream)
         if fps is None or fps <= 0:
-            raise VideoError(os.fsdecode(path), "the container gives no frame rate; remux it (ffmpeg -i in -c copy out.mp4)")
+            raise VideoError(
+                os.fsdecode(path), "the container gives no frame rate; remux it (ffmpeg -i in -c copy out.mp4)"
+            )
         duration = _duration(container, stream)
         frames = stream.frames or (round(duration * fps) if duration else None)
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -172,7 +202,9 @@ def probe(path: StrPath) -> VideoInfo:
         rotation = _first_rotation(av, container, stream)
     if rotation in (90, -90):
         width, height = height, width
-    return VideoInfo(width=width, height=height, fps=fps, frames=frames or None, duration=duration, codec=codec, rotation=rotation)
+    return VideoInfo(
+        width=width, height=height, fps=fps, frames=frames or None, duration=duration, codec=codec, rotation=rotation
+    )
 
 
 @dataclass(frozen=True)
@@ -261,7 +293,9 @@ class FrameReader:
         # Containers without a frame count (Matroska, WebM, MPEG-TS) still state a duration: a
         # file whose frames end well before it was cut short (variable frame rates end close to it).
         duration = _duration(container, stream)
-        begin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        begin = (
+            float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        )
         if duration and last is not None and last - begin < duration - max(1.0, 0.1 * duration):
             self.error = f"the frames end at {last - begin:.1f} s of the {duration:.1f} s the file states (truncated?)"
 
@@ -318,16 +352,28 @@ def _overlay_file(av, final: Path, rate: Fraction, size: tuple[int, int]) -> _Vi
     try:
         av.codec.Codec("libx264", "w")
     except ValueError:  # av.codec.codec.UnknownCodecError
-        raise VideoError(str(final), "this FFmpeg has no libx264 encoder; install PyAV's own wheel: pip install --force-reinstall av") from None
+        raise VideoError(
+            str(final), "this FFmpeg has no libx264 encoder; install PyAV's own wheel: pip install --force-reinstall av"
+        ) from None
     return _VideoFile(
-        av, final, container_format="mp4", codec="libx264", pix_fmt=pix_fmt, rate=rate, size=size,
-        options={"crf": _CRF}, container_options={"movflags": "+faststart"}, bt709=True,
+        av,
+        final,
+        container_format="mp4",
+        codec="libx264",
+        pix_fmt=pix_fmt,
+        rate=rate,
+        size=size,
+        options={"crf": _CRF},
+        container_options={"movflags": "+faststart"},
+        bt709=True,
     )
 
 
 def _mask_file(av, final: Path, rate: Fraction, size: tuple[int, int]) -> _VideoFile:
     # FFV1 is lossless and stores 8-bit gray as is: pixel value = class index, exactly.
-    return _VideoFile(av, final, container_format="matroska", codec="ffv1", pix_fmt="gray", rate=rate, size=size, options={})
+    return _VideoFile(
+        av, final, container_format="matroska", codec="ffv1", pix_fmt="gray", rate=rate, size=size, options={}
+    )
 
 
 # --- segment_video --------------------------------------------------------------------------------
@@ -408,7 +454,9 @@ class _Outputs:
             f.discard()
 
 
-def _class_totals(counts: np.ndarray, categories: Sequence[str], palette: np.ndarray, rows: Callable[[list[ClassStat]], list[dict]]) -> list[dict]:
+def _class_totals(
+    counts: np.ndarray, categories: Sequence[str], palette: np.ndarray, rows: Callable[[list[ClassStat]], list[dict]]
+) -> list[dict]:
     """Summary rows (``rows``: SegmentationResult.class_rows) for pixel counts summed over
     frames, most pixels first (as class_stats)."""
     total = int(counts.sum())
@@ -487,7 +535,9 @@ def segment_video(
         except ValueError as e:
             raise VideoError(os.fsdecode(path), str(e)) from None
     names = _output_names(name, kinds, mask_format)
-    files = _Outputs(_import_av(path), Path(out_dir), names, mask_format=mask_format, rate=info.fps / stride, alpha=alpha)
+    files = _Outputs(
+        _import_av(path), Path(out_dir), names, mask_format=mask_format, rate=info.fps / stride, alpha=alpha
+    )
     reader = FrameReader(path, stride=stride)
     counts = np.zeros(256, dtype=np.int64)  # pixels per class over all frames (labels are uint8)
     frames: list[dict] = []
@@ -504,14 +554,23 @@ def segment_video(
                 files.write(frame, result, stats)
                 counts += np.bincount(result.labels.ravel(), minlength=256)
                 rows = result.class_rows(stats)  # SegmentationResult.to_dict()'s rows: one serialisation
-                frames.append({"index": frame.index, "time": round(frame.time, 4), "classes": {c["name"]: c["fraction"] for c in rows}})
+                frames.append(
+                    {
+                        "index": frame.index,
+                        "time": round(frame.time, 4),
+                        "classes": {c["name"]: c["fraction"] for c in rows},
+                    }
+                )
                 last = result
                 if progress is not None:
                     progress(1)
         if stop is None and reader.error is not None:
             stop = f"decoding stopped after {reader.decoded} frames: {reader.error}"
         if last is None:
-            raise VideoError(os.fsdecode(path), f"no frame could be segmented: {stop or 'the video has no frames'}; check that the file plays")
+            raise VideoError(
+                os.fsdecode(path),
+                f"no frame could be segmented: {stop or 'the video has no frames'}; check that the file plays",
+            )
         first_time, last_time = frames[0]["time"], frames[-1]["time"]
         audio = files.finish(Path(os.fsdecode(path)), (first_time, last_time - first_time + stride / float(info.fps)))
     except BaseException:

@@ -93,12 +93,21 @@ def image_size(
     return _read_source(source, max_pixels, url_timeout, url_max_bytes, None, decode=False)
 
 
-def _read_source(source: ImageSource, max_pixels: int | None, url_timeout: float, url_max_bytes: int, check_size, *, decode: bool):
+def _read_source(
+    source: ImageSource, max_pixels: int | None, url_timeout: float, url_max_bytes: int, check_size, *, decode: bool
+):
     if max_pixels is not None and (type(max_pixels) is not int or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     if isinstance(source, str) and is_url(source):
         _check_url_limits(url_max_bytes, url_timeout, prefix="url_")
-        return _load_url(source, max_pixels=max_pixels, timeout=url_timeout, max_bytes=url_max_bytes, check_size=check_size, decode=decode)
+        return _load_url(
+            source,
+            max_pixels=max_pixels,
+            timeout=url_timeout,
+            max_bytes=url_max_bytes,
+            check_size=check_size,
+            decode=decode,
+        )
     if isinstance(source, (str, os.PathLike)):
         label = os.fsdecode(source)
         try:
@@ -267,12 +276,16 @@ def _png_info(fp: IO[bytes]) -> dict:
     return png.im_info
 
 
-def _load_url(url: str, *, max_pixels: int | None, timeout: float, max_bytes: int, check_size=None, decode: bool = True):
+def _load_url(
+    url: str, *, max_pixels: int | None, timeout: float, max_bytes: int, check_size=None, decode: bool = True
+):
     data, content_type = _fetch(url, max_bytes=max_bytes, timeout=timeout)
     if not data:
         raise ImageLoadError(url, "the server sent an empty response (0 bytes); check the URL")
     try:
-        return _load(io.BytesIO(data), url, max_pixels, check_size, decode=decode)  # the bytes decide, not the Content-Type
+        return _load(
+            io.BytesIO(data), url, max_pixels, check_size, decode=decode
+        )  # the bytes decide, not the Content-Type
     except ImageLoadError as e:
         if e.kind != "unsupported" or content_type is None or content_type.startswith("image/"):
             raise

@@ -14,6 +14,7 @@ from .fetch import _OTHER_SCHEME, _other_scheme, _url_key, _url_name, is_url
 
 __all__ = ["InputImage", "find_images"]
 
+
 @dataclass(frozen=True)
 class InputImage:
     """One image found by :func:`find_images`.
@@ -118,7 +119,12 @@ def _under(path: Path, folders: set[Path]) -> bool:
     return bool(folders) and any(p in folders for p in path.resolve().parents)
 
 
-def _walk_images(root: Path, problems: list[tuple[str, str]], suffixes: frozenset[str] = IMAGE_EXTENSIONS, skip: set[Path] = frozenset()) -> list[Path]:
+def _walk_images(
+    root: Path,
+    problems: list[tuple[str, str]],
+    suffixes: frozenset[str] = IMAGE_EXTENSIONS,
+    skip: set[Path] = frozenset(),
+) -> list[Path]:
     def on_error(e: OSError) -> None:
         problems.append((os.fsdecode(e.filename or root), f"cannot read folder ({e.strerror or e})"))
 

@@ -12,8 +12,12 @@ from typing import IO, Any, Union
 from PIL import features
 
 __all__ = [
-    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_URL_MAX_BYTES", "DEFAULT_URL_TIMEOUT",
-    "IMAGE_EXTENSIONS", "ImageLoadError",
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_URL_MAX_BYTES",
+    "DEFAULT_URL_TIMEOUT",
+    "IMAGE_EXTENSIONS",
+    "ImageLoadError",
 ]
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -28,9 +32,7 @@ def _have_avif() -> bool:
 
 
 _HAVE_AVIF = _have_avif()
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (
-    ("AVIF",) if _HAVE_AVIF else ()
-)
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("AVIF",) if _HAVE_AVIF else ())
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
     | ({".avif"} if _HAVE_AVIF else set())

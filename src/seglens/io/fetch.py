@@ -137,7 +137,9 @@ def _read_body(response: http.client.HTTPResponse, url: str, max_bytes: int) -> 
 
 
 def _too_large(url: str, max_bytes: int) -> ImageLoadError:
-    return ImageLoadError(url, f"larger than {_size(max_bytes)}; download it yourself or raise the limit (--url-max-mb)", "too_large")
+    return ImageLoadError(
+        url, f"larger than {_size(max_bytes)}; download it yourself or raise the limit (--url-max-mb)", "too_large"
+    )
 
 
 def _size(n: int) -> str:
@@ -148,9 +150,7 @@ def _size(n: int) -> str:
 
 
 def _is_timeout(e: BaseException) -> bool:
-    return isinstance(e, TimeoutError) or (
-        isinstance(e, urllib.error.URLError) and isinstance(e.reason, TimeoutError)
-    )
+    return isinstance(e, TimeoutError) or (isinstance(e, urllib.error.URLError) and isinstance(e.reason, TimeoutError))
 
 
 def _timeout_reason(timeout: float, *, started: bool) -> str:

@@ -24,6 +24,7 @@ from .errors import IMAGE_EXTENSIONS, StrPath
 
 __all__ = ["atomic_open", "bundled_examples", "mask_image", "save_image", "save_mask_png", "write_csv", "write_json"]
 
+
 @functools.cache
 def _new_file_mode() -> int:
     umask = os.umask(0o022)  # reading the umask means setting it; put it straight back

@@ -22,4 +22,13 @@ from __future__ import annotations
 from ._files import DEFAULT_OUTPUTS, JOURNAL, OUTPUT_KINDS, RunSummary
 from ._run import RunError, RunEvent, RunInterrupted, segment
 
-__all__ = ["DEFAULT_OUTPUTS", "JOURNAL", "OUTPUT_KINDS", "RunError", "RunEvent", "RunInterrupted", "RunSummary", "segment"]
+__all__ = [
+    "DEFAULT_OUTPUTS",
+    "JOURNAL",
+    "OUTPUT_KINDS",
+    "RunError",
+    "RunEvent",
+    "RunInterrupted",
+    "RunSummary",
+    "segment",
+]

@@ -100,7 +100,7 @@ def unique_names(images: Sequence[InputImage], kinds: Sequence[str]) -> list[str
 
 def reserve_video_names(videos: Sequence[InputImage], image_names: Sequence[str]) -> list[InputImage]:
     """Video output stems whose NAME_mask/ folder holds no image output of the same run (installing
-    the folder replaces it whole): "clip" becomes "clip-2" when an image is named "clip_mask/...". """
+    the folder replaces it whole): "clip" becomes "clip-2" when an image is named "clip_mask/..."."""
     taken = {n.lower() for n in image_names}
     out = []
     for video in videos:
@@ -128,7 +128,9 @@ def write_outputs(result, paths: dict[str, Path], alpha: float, title: str, low_
     if "overlay" in paths:
         rgb = result.overlay(alpha)
         if result.confidence is not None and low_confidence > 0:
-            rgb = outline_low_confidence(rgb, result.confidence, threshold=low_confidence, width=max(1, round(max(rgb.shape[:2]) / 500)))
+            rgb = outline_low_confidence(
+                rgb, result.confidence, threshold=low_confidence, width=max(1, round(max(rgb.shape[:2]) / 500))
+            )
         save_image(paths["overlay"], rgb)
     if "figure" in paths:
         fig = result.figure(title=title)
@@ -138,7 +140,11 @@ def write_outputs(result, paths: dict[str, Path], alpha: float, title: str, low_
 
 def image_entry(img: InputImage, result, paths: dict[str, Path], out: Path, warnings: Sequence[str] = ()) -> dict:
     """An image's summary entry: ``SegmentationResult.to_dict()`` with the input and its outputs."""
-    entry = {"input": img.label, **result.to_dict(), "outputs": {k: p.relative_to(out).as_posix() for k, p in paths.items()}}
+    entry = {
+        "input": img.label,
+        **result.to_dict(),
+        "outputs": {k: p.relative_to(out).as_posix() for k, p in paths.items()},
+    }
     if warnings:
         entry["warnings"] = list(warnings)
     return entry
@@ -149,7 +155,15 @@ def write_summary(out: Path, summary: RunSummary) -> None:
     with atomic_open(out / SUMMARY_JSON, "w") as f:
         f.write(summary.to_json())
     rows = [
-        {"input": e["input"], "width": e["width"], "height": e["height"], "seconds": e["seconds"], "class_index": c["index"], "class_name": c["name"], "fraction": c["fraction"]}
+        {
+            "input": e["input"],
+            "width": e["width"],
+            "height": e["height"],
+            "seconds": e["seconds"],
+            "class_index": c["index"],
+            "class_name": c["name"],
+            "fraction": c["fraction"],
+        }
         for e in summary.items
         for c in e["classes"]
     ]
@@ -212,7 +226,11 @@ def read_journal(out: Path) -> tuple[dict | None, list[dict]]:
             continue
         if n == 0 and record.get("journal") == 1:
             header = record
-        elif header is not None and isinstance(record.get("entry"), dict) and isinstance(record["entry"].get("input"), str):
+        elif (
+            header is not None
+            and isinstance(record.get("entry"), dict)
+            and isinstance(record["entry"].get("input"), str)
+        ):
             entries.append(record["entry"])
     return header, entries
 

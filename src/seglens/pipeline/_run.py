@@ -14,12 +14,36 @@ from pathlib import Path
 from typing import Any, Union
 
 from .._version import __version__
-from ..io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageLoadError, InputImage, bundled_examples, find_images, load_image
+from ..io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageLoadError,
+    InputImage,
+    bundled_examples,
+    find_images,
+    load_image,
+)
 from ..models import DEFAULT_MODEL
 from ..video import MASK_FORMATS, VIDEO_SUFFIXES, VideoError, is_video
 from ._files import (
-    DEFAULT_OUTPUTS, JOURNAL, OUTPUT_KINDS, SUFFIX, SUMMARY_CSV, SUMMARY_JSON, VIDEO_KINDS, Journal, RunSummary, image_entry,
-    previous_entries, remove_stale_temporaries, reserve_video_names, reuse, unique_names, video_output_names, write_outputs, write_summary,
+    DEFAULT_OUTPUTS,
+    JOURNAL,
+    OUTPUT_KINDS,
+    SUFFIX,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    VIDEO_KINDS,
+    Journal,
+    RunSummary,
+    image_entry,
+    previous_entries,
+    remove_stale_temporaries,
+    reserve_video_names,
+    reuse,
+    unique_names,
+    video_output_names,
+    write_outputs,
+    write_summary,
 )  # fmt: skip
 from ._warnings import capture, routing
 
@@ -154,11 +178,20 @@ def segment(
     images, videos, problems = _discover(inputs, out)
     if not images and not videos:
         detail = "; ".join(f"{source}: {reason}" for source, reason in problems)
-        raise RunError(f"no images found ({detail}); give image or video files, folders, glob patterns or http(s) URLs", problems)
+        raise RunError(
+            f"no images found ({detail}); give image or video files, folders, glob patterns or http(s) URLs", problems
+        )
     for source, reason in problems:
         emit(RunEvent("failed", source, reason))
     if videos and outputs is not None and set(image_outputs) - set(VIDEO_KINDS) and video_outputs:
-        emit(RunEvent("note", None, f"videos get {','.join(video_outputs)} only ({','.join(sorted(set(image_outputs) - set(VIDEO_KINDS)))}: images only)"))
+        emit(
+            RunEvent(
+                "note",
+                None,
+                f"videos get {','.join(video_outputs)} only "
+                f"({','.join(sorted(set(image_outputs) - set(VIDEO_KINDS)))}: images only)",
+            )
+        )
     bars = _Bars(progress)
     seg = segmenter if segmenter is not None else _build(model, weights, opts, "confidence" in image_outputs, bars)
     try:
@@ -166,10 +199,17 @@ def segment(
     except OSError as e:
         raise RunError(f"cannot create output folder {out} ({e.strerror or e}); choose another out=") from None
     if not seg.loaded.meaningful:
-        emit(RunEvent("warning", None, f"weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images"))
+        emit(
+            RunEvent(
+                "warning",
+                None,
+                f"weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images",
+            )
+        )
     settings = {
-        "seglens_version": __version__, "model": model if segmenter is None else seg.loaded.name, "weights": seg.loaded.weights,
-        "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256, "device": str(seg.device),
+        "seglens_version": __version__, "model": model if segmenter is None else seg.loaded.name,
+        "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256,
+        "device": str(seg.device),
         "batch_size": seg.batch_size, "backend": seg.backend, "precision": seg.precision, "scale": seg.scale,
         "tile": seg.tile, "overlap": seg.overlap if seg.tile else None,
     }  # fmt: skip
@@ -180,9 +220,15 @@ def segment(
 def _options(options: dict, segmenter) -> dict:
     unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_RUN_OPTIONS))
     if unknown:
-        raise TypeError(f"segment() got unknown options {', '.join(unknown)}; options: {', '.join([*_MODEL_OPTIONS, *_RUN_OPTIONS])}")
+        raise TypeError(
+            f"segment() got unknown options {', '.join(unknown)}; "
+            f"options: {', '.join([*_MODEL_OPTIONS, *_RUN_OPTIONS])}"
+        )
     if segmenter is not None and set(options) & set(_MODEL_OPTIONS):
-        raise ValueError(f"{', '.join(f'{k}=' for k in sorted(set(options) & set(_MODEL_OPTIONS)))}: a given segmenter= is used as it is; build it with these instead")
+        raise ValueError(
+            f"{', '.join(f'{k}=' for k in sorted(set(options) & set(_MODEL_OPTIONS)))}: "
+            "a given segmenter= is used as it is; build it with these instead"
+        )
     opts = {**_MODEL_OPTIONS, **_RUN_OPTIONS, **options}
     if segmenter is not None and "max_pixels" not in options:
         opts["max_pixels"] = segmenter.max_pixels
@@ -207,7 +253,9 @@ def _outputs(outputs: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str,
     kinds = tuple(dict.fromkeys([outputs] if isinstance(outputs, str) else outputs))
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
     if bad or not kinds:
-        raise ValueError(f"unknown output {','.join(map(str, bad)) or repr(outputs)}; choose from {','.join(OUTPUT_KINDS)}")
+        raise ValueError(
+            f"unknown output {','.join(map(str, bad)) or repr(outputs)}; choose from {','.join(OUTPUT_KINDS)}"
+        )
     return kinds, tuple(k for k in kinds if k in VIDEO_KINDS)
 
 
@@ -300,7 +348,9 @@ def _reason(e: BaseException) -> str:
 class _Run:
     """One run's state; everything but the reading and encoding happens in the calling thread."""
 
-    def __init__(self, seg, out: Path, settings: dict, opts: dict, *, image_outputs, video_outputs, bars: _Bars, emit) -> None:
+    def __init__(
+        self, seg, out: Path, settings: dict, opts: dict, *, image_outputs, video_outputs, bars: _Bars, emit
+    ) -> None:
         self.seg, self.out, self.settings, self.opts = seg, out, settings, opts
         self.image_outputs, self.video_outputs = image_outputs, video_outputs
         self.bars, self.emit = bars, emit
@@ -311,13 +361,19 @@ class _Run:
 
     # ------------------------------------------------------------ the run
 
-    def execute(self, images: list[InputImage], videos: list[InputImage], problems, *, skip_existing: bool) -> RunSummary:
+    def execute(
+        self, images: list[InputImage], videos: list[InputImage], problems, *, skip_existing: bool
+    ) -> RunSummary:
         names = unique_names(images, self.image_outputs)
         videos = reserve_video_names(videos, names)
         mask_format = self.opts["mask_format"]
         finals = [self.out / n for n in (JOURNAL, SUMMARY_JSON, SUMMARY_CSV)]
         finals += [self.out / (n + SUFFIX[k]) for n in names for k in OUTPUT_KINDS]
-        finals += [self.out / rel for v in videos for rel in (*video_output_names(v.name, "png").values(), video_output_names(v.name, "video")["mask"])]
+        finals += [
+            self.out / rel
+            for v in videos
+            for rel in (*video_output_names(v.name, "png").values(), video_output_names(v.name, "video")["mask"])
+        ]
         remove_stale_temporaries(finals)
         journal_options = {k: self.opts[k] for k in ("alpha", "low_confidence", "mask_format", "vid_stride")}
         previous = previous_entries(self.out, self.settings, journal_options) if skip_existing else {}
@@ -328,7 +384,9 @@ class _Run:
             paths = {k: self.out / (name + SUFFIX[k]) for k in self.image_outputs}
             entry = None
             if skip_existing and all(p.is_file() for p in paths.values()):
-                entry = reuse(previous.get(img.label), {k: p.relative_to(self.out).as_posix() for k, p in paths.items()})
+                entry = reuse(
+                    previous.get(img.label), {k: p.relative_to(self.out).as_posix() for k, p in paths.items()}
+                )
             if entry is not None:
                 self._skip(i, entry)
             else:
@@ -341,7 +399,10 @@ class _Run:
                 if entry is not None and not entry.get("error"):  # one that broke part-way is tried again
                     self._skip(len(images) + j, entry)
 
-        self.journal.start({"journal": 1, "settings": self.settings, "options": journal_options}, [self.done[i] for i in sorted(self.done)])
+        self.journal.start(
+            {"journal": 1, "settings": self.settings, "options": journal_options},
+            [self.done[i] for i in sorted(self.done)],
+        )
         interrupted = False
         try:
             with routing():
@@ -354,8 +415,8 @@ class _Run:
         finally:
             self.journal.close()
             summary = RunSummary(
-                items=tuple(self.done[i] for i in sorted(self.done)), failures=tuple(self.failures), settings=self.settings,
-                out=self.out, segmented=self.segmented, skipped=self.skipped,
+                items=tuple(self.done[i] for i in sorted(self.done)), failures=tuple(self.failures),
+                settings=self.settings, out=self.out, segmented=self.segmented, skipped=self.skipped,
             )  # fmt: skip
             write_summary(self.out, summary)
             self.journal.remove()  # summary.json now holds all it did
@@ -406,7 +467,11 @@ class _Run:
         try:
             entry = future.result()
         except OSError as e:
-            self._fail(item.image.label, f"cannot write outputs ({e}); check free space and permissions of {self.out}", item.warnings)
+            self._fail(
+                item.image.label,
+                f"cannot write outputs ({e}); check free space and permissions of {self.out}",
+                item.warnings,
+            )
             return
         self._finished(item.index, entry)
 
@@ -421,7 +486,9 @@ class _Run:
         if windows is None and self.bars.factory is not None:
             self.seg.window_progress = self.bars.windows  # a given segmenter: restored below
         try:
-            stream = self.seg.stream(todo, self._load, workers=self.opts["workers"], prefetch=max(8, 2 * self.seg.batch_size))
+            stream = self.seg.stream(
+                todo, self._load, workers=self.opts["workers"], prefetch=max(8, 2 * self.seg.batch_size)
+            )
             with contextlib.closing(stream):
                 for item, result in stream:
                     if isinstance(result, Exception):

@@ -34,7 +34,8 @@ def __getattr__(name: str):
         except ModuleNotFoundError as e:
             if e.name in ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart"):
                 raise ModuleNotFoundError(
-                    f"seglens serve needs {e.name}, which is not installed; install the web extra: pip install 'seglens[web]'",
+                    f"seglens serve needs {e.name}, which is not installed; "
+                    "install the web extra: pip install 'seglens[web]'",
                     name=e.name,
                 ) from e
             raise

@@ -111,7 +111,9 @@ def _swagger_assets() -> dict[str, _Asset] | None:
     try:
         return _load("fastapi_offline", "static", _SWAGGER_FILES)
     except (ImportError, OSError) as e:  # not installed, or installed without its static files
-        _log.warning("API docs page disabled: Swagger UI's files (fastapi-offline) are missing (%s); %s", e, INSTALL_HINT)
+        _log.warning(
+            "API docs page disabled: Swagger UI's files (fastapi-offline) are missing (%s); %s", e, INSTALL_HINT
+        )
         return None
 
 

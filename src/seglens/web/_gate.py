@@ -24,13 +24,20 @@ import json
 import math
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
-    "MULTIPART_SLACK", "Admission", "Guard", "Ticket", "UploadGate", "host_allowed", "normalize_hosts", "upload_too_large",
+    "MULTIPART_SLACK",
+    "Admission",
+    "Guard",
+    "Ticket",
+    "UploadGate",
+    "host_allowed",
+    "normalize_hosts",
+    "upload_too_large",
 ]
 
 MULTIPART_SLACK = 64 * 1024  # room for the multipart boundaries, part headers and small fields
@@ -144,7 +151,9 @@ def normalize_hosts(hosts: Sequence[str]) -> list[str]:
         if not h:
             raise ValueError("allowed host names must not be empty")
         if "/" in h or (":" in h and not h.startswith("[") and h.count(":") == 1):
-            raise ValueError(f"allowed host {h!r}: give a host name or address without scheme or port, e.g. example.com or 10.0.0.5")
+            raise ValueError(
+                f"allowed host {h!r}: give a host name or address without scheme or port, e.g. example.com or 10.0.0.5"
+            )
         out.append(h.strip("[]"))
     return list(dict.fromkeys(out))
 
@@ -248,7 +257,9 @@ class UploadGate:
             return
         refused = self._cross_site(scope)
         if refused is not None:
-            await send_json(send, 403, refused, {"origin": _header(scope, b"origin"), "cors_origins": self.cors_origins})
+            await send_json(
+                send, 403, refused, {"origin": _header(scope, b"origin"), "cors_origins": self.cors_origins}
+            )
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
@@ -302,16 +313,24 @@ class UploadGate:
                 message = await asyncio.wait_for(receive(), remaining)
             except TimeoutError:
                 seconds = loop.time() - start
-                raise _BodyRefused(408, self._too_slow(received, seconds), {
-                    "received_bytes": received, "seconds": round(seconds, 3),
-                    "body_timeout_s": self.body_timeout, "min_upload_rate": self.min_upload_rate,
-                }) from None
+                raise _BodyRefused(
+                    408,
+                    self._too_slow(received, seconds),
+                    {
+                        "received_bytes": received,
+                        "seconds": round(seconds, 3),
+                        "body_timeout_s": self.body_timeout,
+                        "min_upload_rate": self.min_upload_rate,
+                    },
+                ) from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_body_bytes:
-                raise _BodyRefused(413, upload_too_large(self.max_upload_bytes), {"max_upload_bytes": self.max_upload_bytes})
+                raise _BodyRefused(
+                    413, upload_too_large(self.max_upload_bytes), {"max_upload_bytes": self.max_upload_bytes}
+                )
             spool.write(chunk)
             if self.min_upload_rate > 0:
                 deadline += len(chunk) / self.min_upload_rate
@@ -354,7 +373,10 @@ def _replay(spool, size: int, receive: Receive) -> Receive:
 def upload_too_large(max_upload_bytes: int) -> str:
     """The 413 message for an upload over the limit."""
     mb = max_upload_bytes / 2**20
-    return f"upload too large: the limit is {mb:g} MiB per file (the server's --max-upload-mb); send a smaller or more compressed image"
+    return (
+        f"upload too large: the limit is {mb:g} MiB per file (the server's --max-upload-mb); "
+        "send a smaller or more compressed image"
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -366,14 +388,27 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def send_json(
-    send: Send, status: int, message: str, detail, headers: list[tuple[bytes, bytes]] | None = None, *, close: bool = False,
+    send: Send,
+    status: int,
+    message: str,
+    detail,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    close: bool = False,
 ) -> None:
     """An error answer in the API's shape, ``{"error": message, "detail": detail}``, from ASGI."""
     body = json.dumps({"error": message, "detail": detail}).encode("utf-8")
     extra = [(b"connection", b"close")] if close else []
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra, *(headers or [])],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -60,7 +60,10 @@ def image_error(e: ImageLoadError) -> ApiError:
 def shape_error(e: ImageShapeError) -> ApiError:
     """422 for an image the model cannot take in one pass, in the API's words (no CLI flags)."""
     width, height = e.size
-    message = f"image shape not accepted: {e.reason}; send a crop or a downscaled copy (this server does not tile large images)"
+    message = (
+        f"image shape not accepted: {e.reason}; "
+        "send a crop or a downscaled copy (this server does not tile large images)"
+    )
     return ApiError(422, message, {"width": width, "height": height, "reason": e.reason})
 
 
@@ -71,7 +74,10 @@ def probe_upload(segmenter: Segmenter, data: bytes, *, max_pixels: int | None) -
     try:
         width, height = image_size(data, max_pixels=None)  # Pillow's bomb guard still applies
         if max_pixels is not None and width * height > max_pixels:
-            message = f"image too large: {width}x{height} is {width * height} pixels, above this server's limit of {max_pixels}; send a downscaled copy"
+            message = (
+                f"image too large: {width}x{height} is {width * height} pixels, "
+                f"above this server's limit of {max_pixels}; send a downscaled copy"
+            )
             raise ApiError(413, message, {"width": width, "height": height, "max_pixels": max_pixels})
         segmenter.check_size(width, height)
     except ImageLoadError as e:
@@ -94,7 +100,9 @@ def _overlay_jpeg(result: SegmentationResult, alpha: float) -> bytes:
     return buf.getvalue()
 
 
-def _json_body(name: str, segmenter: Segmenter, result: SegmentationResult, mask_png: bytes, timing: dict[str, float]) -> bytes:
+def _json_body(
+    name: str, segmenter: Segmenter, result: SegmentationResult, mask_png: bytes, timing: dict[str, float]
+) -> bytes:
     described = result.to_dict(digits=None, hex_colors=True)  # exact fractions, "#rrggbb" colours
     body = {
         "model": name,
@@ -110,7 +118,9 @@ def _json_body(name: str, segmenter: Segmenter, result: SegmentationResult, mask
     return json.dumps(body, allow_nan=False).encode("utf-8")
 
 
-def run_job(name: str, segmenter: Segmenter, data: bytes, *, max_pixels: int | None, fmt: str, alpha: float, submitted: float) -> Encoded:
+def run_job(
+    name: str, segmenter: Segmenter, data: bytes, *, max_pixels: int | None, fmt: str, alpha: float, submitted: float
+) -> Encoded:
     """Decode ``data``, segment it and encode the answer in ``fmt``.
 
     Args:

@@ -79,7 +79,10 @@ class _HeaderDeadline:
         if self.cycle is not None:  # type: ignore[attr-defined]  # after a response: just close
             transport.close()
             return
-        message = f"request headers too slow: a request's headers must arrive within {self.header_timeout:g} s; the connection is closed"
+        message = (
+            f"request headers too slow: a request's headers must arrive within {self.header_timeout:g} s; "
+            "the connection is closed"
+        )
         body = json.dumps({"error": message, "detail": {"header_timeout_s": self.header_timeout}}).encode()
         head = (
             "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"

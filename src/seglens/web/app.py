@@ -46,10 +46,10 @@ from .._version import __version__
 from ..inference import Segmenter
 from ..models import is_hf_model, model_info
 from ..visualize import display_name
-from ._limits import DEFAULT_SERVE_MAX_PIXELS
 from ._docs import DOCS_CSP, install_docs
 from ._gate import Admission, Guard, UploadGate, normalize_hosts, upload_too_large
 from ._job import ApiError, Encoded, probe_upload, run_job
+from ._limits import DEFAULT_SERVE_MAX_PIXELS
 from ._protocol import DEFAULT_HEADER_TIMEOUT, protocol_class
 
 __all__ = ["DEFAULT_SERVE_MAX_PIXELS", "LOOPBACK_HOSTS", "create_app", "serve"]
@@ -151,7 +151,9 @@ def _check_form(form, default: str) -> None:
     (it takes the default), repeated fields."""
     files = form.getlist("file")
     if len(files) > 1:
-        raise ApiError(400, f"{len(files)} 'file' parts in one request: send one image per request", {"file_parts": len(files)})
+        raise ApiError(
+            400, f"{len(files)} 'file' parts in one request: send one image per request", {"file_parts": len(files)}
+        )
     defaults = {"model": default, "format": "json", "alpha": "0.5"}
     for key in _FORM_FIELDS:
         values = form.getlist(key)
@@ -163,8 +165,15 @@ def _check_form(form, default: str) -> None:
 
 
 def _check_args(
-    segmenters: Mapping[str, Segmenter], max_upload_mb: float, workers: int, queue_size: int, *,
-    max_queued_pixels: int | None, body_timeout: float, min_upload_rate: float, cors_origins: Sequence[str],
+    segmenters: Mapping[str, Segmenter],
+    max_upload_mb: float,
+    workers: int,
+    queue_size: int,
+    *,
+    max_queued_pixels: int | None,
+    body_timeout: float,
+    min_upload_rate: float,
+    cors_origins: Sequence[str],
 ) -> None:
     if not segmenters:
         raise ValueError("create_app needs at least one Segmenter, e.g. {'lraspp_mobilenet_v3_large': Segmenter(...)}")
@@ -187,9 +196,13 @@ def _check_args(
         raise ValueError(f"min_upload_rate must be >= 0 bytes/s, got {min_upload_rate!r}")
     for origin in cors_origins:
         if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2):
-            raise ValueError(f"CORS origin {origin!r}: give scheme://host[:port] with no path, e.g. https://app.example")
+            raise ValueError(
+                f"CORS origin {origin!r}: give scheme://host[:port] with no path, e.g. https://app.example"
+            )
     if not (STATIC_DIR / "index.html").is_file():
-        raise RuntimeError(f"the web page's files are missing from {STATIC_DIR}; reinstall seglens (package data not installed)")
+        raise RuntimeError(
+            f"the web page's files are missing from {STATIC_DIR}; reinstall seglens (package data not installed)"
+        )
 
 
 def create_app(
@@ -233,8 +246,14 @@ def create_app(
         and the pool live in it). The pool starts and stops with the app's lifespan.
     """
     _check_args(
-        segmenters, max_upload_mb, workers, queue_size,
-        max_queued_pixels=max_queued_pixels, body_timeout=body_timeout, min_upload_rate=min_upload_rate, cors_origins=cors_origins,
+        segmenters,
+        max_upload_mb,
+        workers,
+        queue_size,
+        max_queued_pixels=max_queued_pixels,
+        body_timeout=body_timeout,
+        min_upload_rate=min_upload_rate,
+        cors_origins=cors_origins,
     )
     models = dict(segmenters)
     default = next(iter(models))
@@ -289,7 +308,10 @@ def create_app(
     )
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"],
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
             expose_headers=["Server-Timing", "X-Seglens-Model", "Retry-After"],
         )
     app.add_middleware(Guard, allowed_hosts=hosts)
@@ -305,11 +327,17 @@ def create_app(
 
     def load() -> dict[str, Any]:
         return {
-            "in_flight": admission.in_flight, "capacity": admission.capacity,
-            "pixels_in_flight": admission.pixels_in_flight, "max_queued_pixels": max_queued_pixels,
+            "in_flight": admission.in_flight,
+            "capacity": admission.capacity,
+            "pixels_in_flight": admission.pixels_in_flight,
+            "max_queued_pixels": max_queued_pixels,
         }
 
-    @app.get("/readyz", summary="Models loaded and warmed up", responses={503: {"description": "not ready yet, or shutting down"}})
+    @app.get(
+        "/readyz",
+        summary="Models loaded and warmed up",
+        responses={503: {"description": "not ready yet, or shutting down"}},
+    )
     def readyz() -> JSONResponse:
         info = {"models": list(models), **load()}
         if state.ready and state.executor is not None:
@@ -339,7 +367,12 @@ def create_app(
             f"server busy: {info['in_flight']} of {info['capacity']} request slots taken, "
             f"{info['pixels_in_flight'] / 1e6:.1f} MP in progress; retry in {wait} s"
         )
-        return ApiError(503, message, {**info, "workers": workers, "queue_size": queue_size, "retry_after_s": wait}, {"Retry-After": str(wait)})
+        return ApiError(
+            503,
+            message,
+            {**info, "workers": workers, "queue_size": queue_size, "retry_after_s": wait},
+            {"Retry-After": str(wait)},
+        )
 
     @app.post(
         "/v1/segment",
@@ -347,32 +380,50 @@ def create_app(
         response_class=Response,
         responses={
             200: {
-                "description": "JSON (default): size, model, classes present, timing and `mask_png` (base64 indexed PNG); "
-                "`format=png`: the indexed mask PNG (VOC palette, pixel value = class index); `format=overlay`: a JPEG",
+                "description": "JSON (default): size, model, classes present, timing and `mask_png` "
+                "(base64 indexed PNG); `format=png`: the indexed mask PNG (VOC palette, pixel value = class index); "
+                "`format=overlay`: a JPEG",
                 "content": {"application/json": {}, "image/png": {}, "image/jpeg": {}},
             },
-            400: {"description": "unreadable image (empty, truncated, corrupt); several `file` parts or repeated fields; unknown Host"},
+            400: {
+                "description": "unreadable image (empty, truncated, corrupt); several `file` parts or repeated fields; "
+                "unknown Host"
+            },
             403: {"description": "a browser upload from another site's page (see --cors-origin)"},
             404: {"description": "unknown model; the answer lists the choices"},
             408: {"description": "the body arrived too slowly (the connection is closed)"},
-            413: {"description": "upload over --max-upload-mb, or image over --max-pixels (decompression bombs included)"},
+            413: {
+                "description": "upload over --max-upload-mb, or image over --max-pixels (decompression bombs included)"
+            },
             415: {"description": "not an image, or a format that is not accepted"},
-            422: {"description": "bad or empty alpha, format or model, no file, or an image shape the model cannot take"},
-            503: {"description": "all request slots or the pixel budget in use (Retry-After: the expected wait), or not ready"},
+            422: {
+                "description": "bad or empty alpha, format or model, no file, or an image shape the model cannot take"
+            },
+            503: {
+                "description": "all request slots or the pixel budget in use (Retry-After: the expected wait), "
+                "or not ready"
+            },
         },
     )
     async def segment(
         request: Request,
         file: Annotated[UploadFile, File(description="the image: JPEG, PNG, WebP, BMP, GIF or TIFF")],
-        model: Annotated[str | None, Form(description=f"one of the served models (default: {default})", examples=[default])] = None,
+        model: Annotated[
+            str | None, Form(description=f"one of the served models (default: {default})", examples=[default])
+        ] = None,
         alpha: Annotated[float, Form(ge=0.0, le=1.0, description="overlay opacity of the mask, 0..1")] = 0.5,
-        fmt: Annotated[Literal["json", "png", "overlay"], Form(alias="format", description="json, png (indexed mask) or overlay (JPEG)")] = "json",
+        fmt: Annotated[
+            Literal["json", "png", "overlay"],
+            Form(alias="format", description="json, png (indexed mask) or overlay (JPEG)"),
+        ] = "json",
     ) -> Response:
         _check_form(await request.form(), default)
         name = model or default
         if name not in models:
             choices = list(models)
-            raise ApiError(404, f"unknown model {name!r}; this server serves: {', '.join(choices)}", {"choices": choices})
+            raise ApiError(
+                404, f"unknown model {name!r}; this server serves: {', '.join(choices)}", {"choices": choices}
+            )
         if state.executor is None or not state.ready:
             raise ApiError(503, f"server not ready ({state.not_ready_reason})", None, {"Retry-After": "1"})
         data = await _read_upload(file, max_upload_bytes)
@@ -384,9 +435,13 @@ def create_app(
         try:
             submitted = time.perf_counter()
             try:
-                future = state.executor.submit(run_job, name, seg, data, max_pixels=max_pixels, fmt=fmt, alpha=alpha, submitted=submitted)
+                future = state.executor.submit(
+                    run_job, name, seg, data, max_pixels=max_pixels, fmt=fmt, alpha=alpha, submitted=submitted
+                )
             except RuntimeError:  # the pool is shut down
-                raise ApiError(503, "server shutting down; retry on another instance", None, {"Retry-After": "1"}) from None
+                raise ApiError(
+                    503, "server shutting down; retry on another instance", None, {"Retry-After": "1"}
+                ) from None
             del data
             ticket.hold_until_done(future)
             try:
@@ -395,31 +450,42 @@ def create_app(
                 raise
             except Exception as e:  # a failed job fails its request, not the server
                 _log.exception("segmenting an upload with %s failed", name)
-                raise ApiError(500, f"internal error while segmenting ({type(e).__name__}: {e}); the server is still running") from e
+                raise ApiError(
+                    500, f"internal error while segmenting ({type(e).__name__}: {e}); the server is still running"
+                ) from e
         finally:
             ticket.drop()
-        admission.record(width * height, sum(v for k, v in encoded.timing.items() if k in ("decode_s", "inference_s", "encode_s")))
+        admission.record(
+            width * height, sum(v for k, v in encoded.timing.items() if k in ("decode_s", "inference_s", "encode_s"))
+        )
         headers = {"Server-Timing": _server_timing(encoded.timing), "X-Seglens-Model": name}
         if fmt != "json":
             filename = "mask.png" if fmt == "png" else "overlay.jpg"
             headers["Content-Disposition"] = f'inline; filename="{filename}"'
         return Response(encoded.content, media_type=encoded.media_type, headers=headers)
+
     return app
 
 
 def _listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, or an OSError that says which flag to change."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as e:
-        raise OSError(f"--host {host}: cannot resolve it ({e.strerror}); use an IP address such as 127.0.0.1 or 0.0.0.0") from None
+        raise OSError(
+            f"--host {host}: cannot resolve it ({e.strerror}); use an IP address such as 127.0.0.1 or 0.0.0.0"
+        ) from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after a stop
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, or stop the program using it") from None
+        raise OSError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, or stop the program using it"
+        ) from None
     return sock
 
 
@@ -437,7 +503,12 @@ def bound_hosts(host: str) -> list[str]:
 
 
 def serve(
-    app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
 ) -> None:
     """Run ``app`` with uvicorn in this process until interrupted (Ctrl-C stops it cleanly).
 
