@@ -357,14 +357,14 @@ class _ClientGone(Exception):
 
 def _replay(spool, size: int, receive: Receive) -> Receive:
     """A receive channel that gives the buffered body again, then the client's own events."""
-    sent = 0
+    done = False
 
     async def replay() -> Message:
-        nonlocal sent
-        if sent < size or size == 0 and sent == 0:
+        nonlocal done
+        if not done:  # an empty body is one empty message
             chunk = spool.read(_REPLAY_CHUNK)
-            sent += len(chunk) or 1  # an empty body is one empty message
-            return {"type": "http.request", "body": chunk, "more_body": sent < size}
+            done = spool.tell() >= size
+            return {"type": "http.request", "body": chunk, "more_body": not done}
         return await receive()  # http.disconnect, when the client goes
 
     return replay
