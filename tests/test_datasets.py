@@ -620,14 +620,17 @@ def test_validate_binary_masks(tmp_path):
         (
             "m1",
             "binary_mask",
-            "looks like a binary 0/255 mask, not class indices: pixel values must be class "
-            "indices 0..20 (255 for ignored pixels)",
+            "looks like a binary 0/255 mask, not class indices: pixel values must be class indices 0..20 "
+            "(255 for ignored pixels), so 255 is ignored and the foreground is never learned or scored; "
+            "if 0 is background and 255 foreground, pass --mask-values 0,255",
         ),
         (
             "m2",
             "binary_mask",
-            "looks like a binary 0/1 mask, not class indices: pixel values must be class "
-            "indices 0..20 (255 for ignored pixels)",
+            "looks like a binary 0/1 mask, not class indices: pixel values must be class indices 0..20 "
+            "(255 for ignored pixels); it is read as background (0) and class 1 of 21: for "
+            "background/foreground masks pass --mask-values 0,1 and use a 2-class model, otherwise the "
+            "class count is wrong",
         ),
     ]
     # with 2 classes, 0/1 are the classes and 255 the ignore index: nothing is wrong
@@ -672,7 +675,7 @@ def test_validate_reads_png_image_headers_only(folder, monkeypatch):
     ds = open_dataset("folder", root)
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("an image was decoded"))
     shapes = {"a.png": (40, 60), "b.png": (30, 50)}  # the masks' real shapes, without reading them
-    monkeypatch.setattr("seglens.datasets._mask_values", lambda path: np.zeros(shapes[path.name], np.uint8))
+    monkeypatch.setattr("seglens._survey._mask_values", lambda path, **kw: np.zeros(shapes[path.name], np.uint8))
     assert [p.kind for p in validate_labels(ds, 21)] == ["missing_mask"]
 
 

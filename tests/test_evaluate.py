@@ -217,6 +217,66 @@ def test_cli_eval_missing_root(tmp_path, capsys):
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
 
 
+def test_cli_eval_explicit_folders_and_classes_file_name_the_classes(self_labelled, tmp_path, capsys, weights_file):
+    """--images/--masks (same .png names, as CamVid) and --classes: the file's names everywhere."""
+    root, labels = self_labelled
+    images, masks = tmp_path / "photos", tmp_path / "annotations"
+    masks.mkdir()
+    (root / "images").rename(images)
+    lab = labels[0].copy()
+    top = np.bincount(lab[:64].ravel(), minlength=21).argmax()  # the commonest class in the top rows
+    lab[:64][lab[:64] == top] = (top + 1) % 21  # ground truth says top + 1 where the model says top
+    for name, target in zip("abc", [lab, labels[1], labels[2]]):
+        save_mask(masks / f"{name}.png", target)
+    names = [f"area {chr(65 + i)}" for i in range(21)]  # "area A" ... "area U": names with a space
+    (tmp_path / "classes.txt").write_text("# my classes\n" + "\n".join(names) + "\n")
+    out = tmp_path / "report"
+    code = main(["eval", "--dataset", "folder", "--images", str(images), "--masks", str(masks),
+                 "--classes", str(tmp_path / "classes.txt"), "--model", SMALL, "--weights", str(weights_file(SMALL)),
+                 "--out", str(out), "--worst", "1", "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["class_names"] == names and list(m["per_class"]) == names
+    assert m["per_class"]["area A"]["index"] == 0 and m["dataset"]["root"] == str(images)
+    first = m["top_confusions"][0]
+    assert (first["gt"], first["pred"]) == (names[(top + 1) % 21], names[top])
+    report = (out / "report.md").read_text()
+    assert f"{names[(top + 1) % 21]} -> {names[top]}" in report and "| area A |" in report
+    assert "person" not in report and "class 4" not in report and "person" not in json.dumps(m)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dataset", "folder"], "argument --images: --dataset folder needs --root (holding images/ and masks/) or"),
+        (["--dataset", "folder", "--images", "x"], "argument --masks: --dataset folder needs --root"),
+        (["--dataset", "folder", "--root", "r", "--masks", "m"], "argument --masks: give --root or --images and"),
+        (["--dataset", "voc"], "argument --root: required for --dataset voc"),
+        (["--dataset", "voc", "--root", "r", "--images", "i"], "argument --images: applies only to --dataset folder"),
+        (["--dataset", "ade20k", "--root", "r", "--mask-values", "0,1"], "argument --mask-values: applies only to"),
+        (["--dataset", "folder", "--root", "r", "--mask-values", "0,300"], "argument --mask-values: '0,300': "),
+    ],
+)
+def test_cli_eval_dataset_flags_usage_errors(flags, message, capsys):
+    code = main(["eval", *flags, "--weights", "random"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: seglens eval: {message}") and err.count("\n") == 1, err
+
+
+def test_cli_eval_library_errors_speak_flags(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    code = main(["eval", "--dataset", "folder", "--images", str(tmp_path / "images"), "--masks",
+                 str(tmp_path / "nope"), "--weights", "random"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: {tmp_path / 'nope'}: no such folder (give the folder of the masks)\n"
+    (tmp_path / "masks").mkdir()
+    code = main(["eval", "--dataset", "folder", "--root", str(tmp_path), "--mask-values", "0,255",
+                 "--ignore-index", "1", "--weights", "random"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --ignore-index 1 is one of the 2 classes --mask-values defines"), err
+
+
 from tests.test_datasets import coco  # noqa: E402,F401  (fixture: a tiny COCO val2017 layout)
 
 

@@ -154,6 +154,66 @@ def test_label_problems_are_events_and_strict_stops(imperfect, seg):
     assert pickle.loads(pickle.dumps(info.value)).problems == r.label_problems
 
 
+def _toy_segmenter(categories):
+    """A 4-class conv net without torchvision's preset, named like a head without class names."""
+    import torch
+    import torchvision.transforms.functional as TF
+
+    from seglens import Segmenter
+    from seglens.models import LoadedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, len(categories), 3, padding=1)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"out": self.net(x)}
+
+    loaded = LoadedModel(name="toy", model=Net().eval(), categories=tuple(categories), transforms=TF.to_tensor,
+                         weights="official", weights_tag="toy", sha256=None, meaningful=True,
+                         normalize=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))  # fmt: skip
+    return Segmenter(loaded, device="cpu")
+
+
+def test_evaluate_folder_with_images_masks_and_a_classes_file(tmp_path, photos):
+    from seglens.datasets import DatasetError
+
+    toy = _toy_segmenter([f"class {i}" for i in range(4)])
+    images, masks = tmp_path / "train", tmp_path / "trainannot"
+    images.mkdir()
+    masks.mkdir()
+    image = photos[1].resize((90, 60))
+    image.save(images / "a.png")
+    pred = toy(image).labels
+    top = int(np.bincount(pred[:20].ravel(), minlength=4).argmax())
+    gt = pred.copy()
+    gt[:20][pred[:20] == top] = (top + 1) % 4  # ground truth: top + 1 where the model says top
+    save_mask(masks / "a.png", gt)
+    names = ["road", "pavement", "traffic light", "sky"]
+    classes = tmp_path / "classes.txt"
+    classes.write_text("road 128,64,128\npavement 60,40,222\ntraffic light #FAAA1E\nsky 128,128,128\n")
+    r = evaluate("folder", images=images, masks=masks, classes=classes, segmenter=toy, out=tmp_path / "out", worst=1)
+    assert r.class_names == tuple(names) and list(r.per_class) == names
+    wrong = int((pred[:20] == top).sum())
+    assert (r.top_confusions[0].gt, r.top_confusions[0].pred, r.top_confusions[0].pixels) == (
+        names[(top + 1) % 4], names[top], wrong)  # fmt: skip
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"{names[(top + 1) % 4]} -> {names[top]}" in report and "class 0" not in report
+    assert r.worst[0].file == "worst/01_a.png" and (tmp_path / "out" / "worst" / "01_a.png").is_file()
+    # the class count must still match the model's
+    classes.write_text("road\npavement\nsky\n")
+    with pytest.raises(DatasetError, match=rf"^{classes}: the dataset has 3 classes, the model 4; "):
+        evaluate("folder", images=images, masks=masks, classes=classes, segmenter=toy)
+    with pytest.raises(DatasetError, match=r"^mask_values: the dataset has 2 classes, the model 4; "):
+        evaluate("folder", images=images, masks=masks, mask_values=(0, 255), segmenter=toy)
+    with pytest.raises(TypeError, match=r"needs root= \(the dataset's folder\), or images= and masks= for folder"):
+        evaluate("folder", segmenter=toy)
+
+
 def test_cli_eval_reads_tta_as_a_flag(tmp_path, capsys):
     code = main(["eval", "--dataset", "folder", "--root", str(tmp_path), "--tta", "rotate"])
     err = capsys.readouterr().err

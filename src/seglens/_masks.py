@@ -1,9 +1,10 @@
 """Reading a dataset's files: images (through seglens.io, orientation undone where a
 reference needs the stored pixels), masks as class indices with a one-line reason when they are
-not, and header sizes; :class:`DatasetError`. A leaf for :mod:`seglens.datasets`."""
+not, header sizes, files matched by name; :class:`DatasetError`. A leaf for :mod:`seglens.datasets`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,15 @@ _UNDO_ORIENTATION = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One sample's files: the image, and its mask (None where labels live elsewhere: coco-voc)."""
+
+    name: str
+    image: Path
+    mask: Path | None
 
 
 class DatasetError(Exception):
@@ -75,13 +85,20 @@ class _MaskProblem(Exception):
 _AS_INDICES = "save masks as 8-bit palette (P) or grayscale (L) PNGs of class indices"
 
 
-def _mask_values(path: Path) -> np.ndarray:
-    """The mask's pixel values as stored (palette indices are NOT turned into colours)."""
+_COLOURS_HINT = ", or give the colours in --classes (name R,G,B per line)"  # folder datasets' rgb_mask fix
+
+
+def _mask_values(path: Path, *, rgb: bool = False, hint: str = "") -> np.ndarray:
+    """The mask's pixel values as stored (palette indices are NOT turned into colours): (H, W);
+    with ``rgb`` (the classes file gives colours), an RGB(A) mask is read as (H, W, 3) colours.
+    ``hint``: appended to the rgb_mask advice for colour masks (e.g. ``_COLOURS_HINT``)."""
     try:
         with Image.open(path, formats=("PNG",)) as im:
+            if rgb and im.mode in ("RGB", "RGBA"):
+                return np.asarray(im.convert("RGB"))
             if im.mode in ("RGB", "RGBA"):
-                rgb = np.asarray(im)[..., :3]
-                gray = bool((rgb == rgb[..., :1]).all())
+                pixels = np.asarray(im)[..., :3]
+                gray = bool((pixels == pixels[..., :1]).all())
                 raise _MaskProblem(
                     "rgb_mask",
                     f"mask is an {im.mode} colour image, not class indices; "
@@ -89,7 +106,7 @@ def _mask_values(path: Path) -> np.ndarray:
                         "its channels are equal, so save it as grayscale (mode L)"
                         if gray
                         else "map each colour to its class index with the dataset's palette "
-                        "(e.g. seglens.visualize.voc_palette()) and " + _AS_INDICES
+                        "(e.g. seglens.visualize.voc_palette()) and " + _AS_INDICES + hint
                     ),
                 )
             if im.mode not in _INDEX_MODES:
@@ -104,14 +121,30 @@ def _mask_values(path: Path) -> np.ndarray:
     return values.astype(np.uint8) if values.dtype == bool else values
 
 
-def _mask_or_error(path: Path | None, name: str) -> np.ndarray:
+def _mask_or_error(path: Path | None, name: str, *, rgb: bool = False, hint: str = "") -> np.ndarray:
     if path is None:
         raise DatasetError(f"{name}: no mask")
     try:
-        return _mask_values(path)
+        return _mask_values(path, rgb=rgb, hint=hint)
     except _MaskProblem as p:
         raise DatasetError(f"{path}: {p.detail}") from None
 
 
 def _size_text(image: Path, image_size: tuple[int, int], mask_shape: tuple[int, ...]) -> str:
     return f"mask is {mask_shape[1]}x{mask_shape[0]} but image {image.name} is {image_size[0]}x{image_size[1]} (WxH)"
+
+
+def _files_by_stem(folder: Path, suffixes: frozenset[str]) -> dict[str, Path]:
+    """Files under ``folder`` with these suffixes by relative path without suffix ("a/b"); hidden ones skipped."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.suffix.lower() in suffixes and path.is_file() and not any(p.startswith(".") for p in rel.parts):
+            stem = rel.with_suffix("").as_posix()
+            if stem in found:
+                raise DatasetError(
+                    f"{path}: same name as {found[stem]}; files are matched by name without "
+                    "extension, so rename or remove one"
+                )
+            found[stem] = path
+    return found

@@ -1,4 +1,4 @@
-"""Labelled segmentation datasets for ``seglens eval``, and checks of their label files.
+"""Labelled segmentation datasets for ``seglens eval`` and ``seglens train``, and checks of their labels.
 
 Four kinds, opened with :func:`open_dataset`:
 
@@ -7,22 +7,27 @@ Four kinds, opened with :func:`open_dataset`:
 - ``coco-voc``: COCO instances annotations converted to the 20 VOC classes exactly as
   torchvision's ``references/segmentation/coco_utils.py`` does (the protocol behind the mIoU
   numbers in torchvision's weights metadata); see :class:`_CocoVocDataset`.
-- ``folder``: ``images/`` and ``masks/`` (PNG class indices) matched by relative path and stem.
+- ``folder``: ``images/`` and ``masks/`` (PNG class indices), or any two folders given as
+  ``images=`` and ``masks=``, matched by relative path and stem; optionally a classes file
+  (names, and colours that map RGB masks to classes: :func:`read_classes`) and ``mask_values``
+  (the stored value of each class, e.g. (0, 255) for binary masks).
 - ``ade20k``: the ADE20K scene-parsing benchmark as ``ADEChallengeData2016`` unpacks
   (``images/{training,validation}/*.jpg``, ``annotations/{training,validation}/*.png``);
   annotation 0 ("other") becomes 255 (ignored) and 1..150 become classes 0..149, the
   ``reduce_zero_label`` convention of MMSegmentation and Hugging Face's 150-class models.
 
 Reading is lazy: opening a dataset reads only list files (or the COCO json); each
-``dataset[i]`` reads one image and its labels. :func:`validate_labels` reads every mask but
-only the image headers, so it is far cheaper than running a model over the dataset.
+``dataset[i]`` reads one image and its labels. :func:`validate_labels` and :func:`survey_labels`
+read every mask but only the image headers, so they are far cheaper than running a model over
+the dataset; the survey also counts each class's pixels and reports dataset-level problems (a
+class that never occurs, a mostly ignored dataset) that would ruin training.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,30 +37,38 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 
+from ._labels import ClassList, _check_mask_values, _LabelRule, parse_mask_values, read_classes
 from ._masks import (
+    _COLOURS_HINT,
     _UNDO_ORIENTATION,
     DatasetError,
-    _header_size,
+    _files_by_stem,
+    _Item,
     _load,
     _mask_or_error,
-    _mask_values,
-    _MaskProblem,
     _orientation,
     _size_text,
 )
-from .evaltypes import LabelProblem  # its home: a leaf that report.py reads without torch
+from ._survey import DATASET_PROBLEM_KINDS, survey_coco, survey_masks
+from .evaltypes import LabelProblem, LabelSurvey  # their home: a leaf that report.py reads without torch
 from .io import IMAGE_EXTENSIONS
 from .visualize import ADE20K_CATEGORIES
 
 __all__ = [
     "COCO_VOC_CATEGORY_IDS",
     "DATASET_KINDS",
+    "DATASET_PROBLEM_KINDS",
     "PROBLEM_KINDS",
+    "ClassList",
     "DatasetError",
     "LabelProblem",
+    "LabelSurvey",
     "Sample",
     "SegmentationDataset",
     "open_dataset",
+    "parse_mask_values",
+    "read_classes",
+    "survey_labels",
     "validate_labels",
 ]
 
@@ -67,6 +80,7 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "size_mismatch",
     "missing_mask",
     "unreadable",
+    *DATASET_PROBLEM_KINDS,  # "class_absent", "mostly_ignored": survey_labels only
 )
 # CAT_LIST of get_coco in torchvision's references/segmentation/coco_utils.py: the COCO category
 # id at position i becomes VOC class i (1 person -> 15, 18 dog -> 12, ...); 0 is no COCO id.
@@ -93,23 +107,23 @@ class Sample:
     instances: tuple[tuple[int, np.ndarray], ...] | None
 
 
-@dataclass(frozen=True)
-class _Item:
-    name: str
-    image: Path
-    mask: Path | None
-
-
 class SegmentationDataset:
     """Base of the dataset kinds: a sized, indexable sequence of :class:`Sample`.
 
     Attributes:
         kind: "voc", "coco-voc", "folder" or "ade20k".
-        root: the dataset folder (for voc, the VOC2012 folder itself; for ade20k, ADEChallengeData2016).
+        root: the dataset folder (for voc, the VOC2012 folder itself; for ade20k,
+            ADEChallengeData2016; for a folder dataset given as ``images=`` and ``masks=``, the
+            images folder).
         split: "val", "train", ... (None for folder datasets).
         categories: class names by index, or None when the dataset does not name them.
         ignore_index: the target value of unlabelled pixels.
         unmatched: (name, image path) of images that have no mask; not samples.
+        mask_dir: the folder of the masks (None for coco-voc).
+        classes_file: the classes file the categories come from, or None.
+        mask_values: the stored mask value of each class (folder datasets), or None.
+        palette: (256, 3) uint8 colours by class index when the classes file gives a colour for
+            every class (other rows: distinct colours), else None.
     """
 
     def __init__(
@@ -122,11 +136,25 @@ class SegmentationDataset:
         ignore_index: int,
         items: list[_Item],
         unmatched: tuple[tuple[str, Path], ...] = (),
+        mask_dir: Path | None = None,
+        classes: ClassList | None = None,
+        rule: _LabelRule | None = None,
     ) -> None:
         self.kind, self.root, self.split = kind, root, split
         self.categories, self.ignore_index = categories, ignore_index
-        self.unmatched = unmatched
+        self.unmatched, self.mask_dir = unmatched, mask_dir
+        self.classes_file = None if classes is None else Path(classes.path)
+        self.palette = None if classes is None else classes.palette()
+        self._rule = rule or _LabelRule(ignore=ignore_index)
+        self.mask_values = self._rule.values
         self._items = items
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes the dataset defines (its categories, or its mask values), or None."""
+        if self.categories is not None:
+            return len(self.categories)
+        return None if self.mask_values is None else len(self.mask_values)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -147,15 +175,11 @@ class SegmentationDataset:
         """Read sample ``i``; raises DatasetError (one line, naming the file) if it cannot be read."""
         item = self._items[i]
         image = _load(item.image)
-        values = _mask_or_error(item.mask, item.name)
-        if values.min(initial=0) < 0 or values.max(initial=0) > 255:
-            raise DatasetError(
-                f"{item.mask}: mask values {values.min()}..{values.max()} do not fit class "
-                "indices 0..255; save the mask as an 8-bit palette (P) or grayscale (L) PNG"
-            )
-        if values.shape != (image.height, image.width):
+        rgb = self._rule.colors is not None
+        values = _mask_or_error(item.mask, item.name, rgb=rgb, hint=_COLOURS_HINT * (self.kind == "folder"))
+        if values.shape[:2] != (image.height, image.width):
             raise DatasetError(f"{item.mask}: {_size_text(item.image, image.size, values.shape)}")
-        return Sample(name=item.name, image=image, target=values.astype(np.uint8), instances=None)
+        return Sample(name=item.name, image=image, target=self._rule.target(values, item.mask), instances=None)
 
 
 class _CocoVocDataset(SegmentationDataset):
@@ -197,7 +221,13 @@ class _CocoVocDataset(SegmentationDataset):
             method = _UNDO_ORIENTATION.get(_orientation(raw))
         if method is not None:
             image = image.transpose(method)
-        w, h = image.size
+        target, anns, masks = self._target(i, image.size)
+        instances = tuple((int(c), m.astype(bool)) for (c, _, _), m in zip(anns, masks))
+        return Sample(name=item.name, image=image, target=target, instances=instances)
+
+    def _target(self, i: int, size: tuple[int, int]) -> tuple[np.ndarray, list, np.ndarray]:
+        """Sample i's target at the stored image size (w, h), its annotations and their masks."""
+        item, (w, h) = self._items[i], size
         anns = self._annotations.get(i if i >= 0 else len(self) + i, [])
         masks = np.zeros((0, h, w), dtype=np.uint8)
         if anns:
@@ -207,8 +237,7 @@ class _CocoVocDataset(SegmentationDataset):
             target[masks.sum(axis=0) > 1] = 255  # the reference's "discard overlapping instances"
         else:
             target = np.zeros((h, w), dtype=np.uint8)
-        instances = tuple((int(c), m.astype(bool)) for (c, _, _), m in zip(anns, masks))
-        return Sample(name=item.name, image=image, target=target, instances=instances)
+        return target, anns, masks
 
     def _decode(self, segm: Any, h: int, w: int, ann_id: Any, item: _Item) -> np.ndarray:
         where = f"{self.ann_file}: annotation {ann_id} of {item.image.name}"
@@ -236,34 +265,29 @@ class _Ade20kDataset(SegmentationDataset):
     ``dataset[i].target`` is 255 (ignored) where the annotation is 0 and ``value - 1`` elsewhere,
     so classes 1..150 become 0..149 in ``ADE20K_CATEGORIES`` order: the ``reduce_zero_label``
     rule of MMSegmentation's ADE20KDataset and of Hugging Face's ADE20K image processors, under
-    which the published 150-class numbers are measured. ``mask_path(i)`` is the raw annotation.
+    which the published 150-class numbers are measured (``_LabelRule(ade20k=True)``).
+    ``mask_path(i)`` is the raw annotation; ``mask_dir`` is ``annotations/<split folder>``.
     """
-
-    def __init__(self, *, mask_dir: Path, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mask_dir = mask_dir  # annotations/<split folder>
-
-    def __getitem__(self, i: int) -> Sample:
-        sample = super().__getitem__(i)  # raw values, range- and size-checked
-        return Sample(name=sample.name, image=sample.image, target=_ade20k_labels(sample.target), instances=None)
-
-
-def _ade20k_labels(values: np.ndarray) -> np.ndarray:
-    """ADE20K annotation values (0..255) -> class indices: 0 ("other") -> 255, v -> v - 1."""
-    values = np.asarray(values).astype(np.int64)
-    return np.where(values == 0, 255, values - 1).astype(np.uint8)
 
 
 def open_dataset(
     kind: str,
-    root: str | os.PathLike,
+    root: str | os.PathLike | None = None,
     *,
     split: str = "val",
+    images: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
     classes_file: str | os.PathLike | None = None,
     ignore_index: int = 255,
+    mask_values: Sequence[int] | str | None = None,
     limit: int | None = None,
 ) -> SegmentationDataset:
-    """Open a labelled dataset (reads list files or the COCO json only).
+    """Open a labelled dataset (reads list files, the classes file or the COCO json only).
+
+    Example: CamVid as SegNet packages it (label maps named as the photos, void = 11)::
+
+        open_dataset("folder", images="camvid/train", masks="camvid/trainannot",
+                     classes_file="camvid/classes.txt", ignore_index=11)
 
     Args:
         kind: "voc", "coco-voc", "folder" or "ade20k".
@@ -274,12 +298,22 @@ def open_dataset(
             and ``masks/`` (``masks/a/b.png`` labels ``images/a/b.jpg``; sample name "a/b").
         split: voc and coco-voc split ("val", "train", ...); ade20k: "val" (= "validation") or
             "train" (= "training"); ignored for folder datasets.
-        classes_file: folder only: class names, one per line (blank lines ignored).
+        images, masks: folder only, instead of ``root``: the images folder and the masks folder,
+            matched by relative path and stem as under a root (a mask may have the image's file
+            name when both are .png).
+        classes_file: folder only: class names, one per line, each optionally followed by its
+            colour (``road 128,64,128`` or ``road #804080``; see :func:`read_classes`). With
+            colours, RGB masks are read by colour (unlisted colours: ``ignore_index``) and the
+            dataset has a ``palette``.
         ignore_index: the label of unlabelled pixels, 0..255 (voc and coco-voc use 255).
+        mask_values: folder only: the stored mask value of each class in class order (or their
+            text, "0,255"): value ``mask_values[k]`` becomes class k and any other value
+            ``ignore_index``; e.g. (0, 255) for binary masks saved as 0/255.
         limit: keep only the first ``limit`` images (in the dataset's sorted order).
 
     Raises:
-        DatasetError: unknown kind, missing folders or files, unreadable list or json.
+        DatasetError: unknown kind, missing folders or files, unreadable list or json, a bad
+            classes file, options that do not fit the kind or each other.
     """
     if kind not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {kind!r}: choose one of {', '.join(DATASET_KINDS)}")
@@ -290,8 +324,15 @@ def open_dataset(
     if kind != "folder" and classes_file is not None:
         named = "the 150 ADE20K classes" if kind == "ade20k" else "the 21 VOC classes"
         raise DatasetError(f"a classes file applies only to folder datasets ({kind} has {named})")
+    folder_only = [f"{k}=" for k, v in (("images", images), ("masks", masks), ("mask_values", mask_values)) if v]
+    if kind != "folder" and folder_only:
+        raise DatasetError(f"{' and '.join(folder_only)} apply only to folder datasets ({kind} takes root=)")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DatasetError(f"limit must be a positive integer or None, got {limit!r}")
+    if kind == "folder":
+        return _open_folder(root, images, masks, classes_file, ignore_index, mask_values, limit)
+    if root is None:
+        raise DatasetError(f"{kind} needs root= (the dataset's folder)")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder (give the {kind} dataset's root folder)")
@@ -299,9 +340,7 @@ def open_dataset(
         return _open_voc(root, split, limit)
     if kind == "coco-voc":
         return _open_coco_voc(root, split, limit)
-    if kind == "ade20k":
-        return _open_ade20k(root, split, limit)
-    return _open_folder(root, classes_file, ignore_index, limit)
+    return _open_ade20k(root, split, limit)
 
 
 def _voc_categories() -> tuple[str, ...]:
@@ -332,9 +371,8 @@ def _open_voc(root: Path, split: str, limit: int | None) -> SegmentationDataset:
     if not names:
         raise DatasetError(f"{list_file}: the split list is empty (expected one image name per line)")
     items = [_Item(n, base / "JPEGImages" / f"{n}.jpg", base / "SegmentationClass" / f"{n}.png") for n in names]
-    return SegmentationDataset(
-        kind="voc", root=base, split=split, categories=_voc_categories(), ignore_index=255, items=items[:limit]
-    )
+    return SegmentationDataset(kind="voc", root=base, split=split, categories=_voc_categories(), ignore_index=255,
+                               items=items[:limit], mask_dir=base / "SegmentationClass")  # fmt: skip
 
 
 def _open_ade20k(root: Path, split: str, limit: int | None) -> SegmentationDataset:
@@ -367,6 +405,7 @@ def _open_ade20k(root: Path, split: str, limit: int | None) -> SegmentationDatas
         items=items,
         unmatched=unmatched,
         mask_dir=mask_dir,
+        rule=_LabelRule(ignore=255, ade20k=True),
     )
 
 
@@ -416,52 +455,85 @@ def _json_size(image: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def _open_folder(
-    root: Path, classes_file: str | os.PathLike | None, ignore_index: int, limit: int | None
+    root: str | os.PathLike | None,
+    images: str | os.PathLike | None,
+    masks: str | os.PathLike | None,
+    classes_file: str | os.PathLike | None,
+    ignore_index: int,
+    mask_values: Sequence[int] | str | None,
+    limit: int | None,
 ) -> SegmentationDataset:
-    layout = "images/NAME.jpg (any image type) and masks/NAME.png (class indices)"
-    for folder in (root / "images", root / "masks"):
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: missing folder (a folder dataset holds {layout})")
-    images = _files_by_stem(root / "images", IMAGE_EXTENSIONS)
-    masks = _files_by_stem(root / "masks", frozenset({".png"}))
-    if not images:
-        raise DatasetError(f"{root / 'images'}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    chosen = sorted(images)[:limit]
-    items = [_Item(n, images[n], masks[n]) for n in chosen if n in masks]
-    unmatched = tuple((n, images[n]) for n in chosen if n not in masks)
-    categories = None
-    if classes_file is not None:
-        try:
-            text = Path(classes_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{os.fsdecode(classes_file)}: cannot read the classes file ({e})") from None
-        categories = tuple(line.strip() for line in text.splitlines() if line.strip())
-        if not categories:
-            raise DatasetError(f"{os.fsdecode(classes_file)}: no class names (expected one per line)")
+    if root is not None and (images is not None or masks is not None):
+        raise DatasetError("a folder dataset is root= (holding images/ and masks/) or images= and masks=, not both")
+    if root is None:
+        if images is None or masks is None:
+            raise DatasetError(
+                "a folder dataset needs root= (a folder holding images/ and masks/) or images= and masks=" if images
+                is None and masks is None else f"{'masks=' if masks is None else 'images='} is missing: a folder "
+                "dataset is images= (the images folder) and masks= (the masks folder), or root= alone"
+            )  # fmt: skip
+        base = image_dir = Path(images)
+        mask_dir = Path(masks)
+        for folder, what in ((image_dir, "images"), (mask_dir, "masks")):
+            if not folder.is_dir():
+                raise DatasetError(f"{folder}: no such folder (give the folder of the {what})")
+    else:
+        base = Path(root)
+        if not base.is_dir():
+            raise DatasetError(f"{base}: no such folder (give the folder dataset's root folder)")
+        image_dir, mask_dir = base / "images", base / "masks"
+        layout = "images/NAME.jpg (any image type) and masks/NAME.png (class indices)"
+        for folder in (image_dir, mask_dir):
+            if not folder.is_dir():
+                raise DatasetError(f"{folder}: missing folder (a folder dataset holds {layout})")
+    classes = None if classes_file is None else read_classes(classes_file)
+    values = None if mask_values is None else _check_mask_values(mask_values)
+    if values is not None and classes is not None and len(values) != len(classes.names):
+        raise DatasetError(f"{classes.path}: {len(classes.names)} classes, but mask_values gives "
+                           f"{len(values)} values; give one stored value per class")  # fmt: skip
+    if values is not None and ignore_index < len(values):
+        raise DatasetError(f"ignore_index {ignore_index} is one of the {len(values)} classes mask_values defines; "
+                           f"use an ignore index >= {len(values)} (default 255)")  # fmt: skip
+    found = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
+    mask_files = _files_by_stem(mask_dir, frozenset({".png"}))
+    if not found:
+        raise DatasetError(f"{image_dir}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    chosen = sorted(found)[:limit]
     return SegmentationDataset(
         kind="folder",
-        root=root,
+        root=base,
         split=None,
-        categories=categories,
+        categories=None if classes is None else classes.names,
         ignore_index=ignore_index,
-        items=items,
-        unmatched=unmatched,
+        items=[_Item(n, found[n], mask_files[n]) for n in chosen if n in mask_files],
+        unmatched=tuple((n, found[n]) for n in chosen if n not in mask_files),
+        mask_dir=mask_dir,
+        classes=classes,
+        rule=_LabelRule(ignore=ignore_index, values=values, colors=None if classes is None else classes.colors),
     )
 
 
-def _files_by_stem(folder: Path, suffixes: frozenset[str]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if path.suffix.lower() in suffixes and path.is_file() and not any(p.startswith(".") for p in rel.parts):
-            stem = rel.with_suffix("").as_posix()
-            if stem in found:
-                raise DatasetError(
-                    f"{path}: same name as {found[stem]}; files are matched by name without "
-                    "extension, so rename or remove one"
-                )
-            found[stem] = path
-    return found
+def survey_labels(
+    dataset: SegmentationDataset, num_classes: int, *, progress: Callable[[int], None] | None = None
+) -> LabelSurvey:
+    """Read every mask of ``dataset`` once: its problems and each class's pixels, for training.
+
+    Problems: everything :func:`validate_labels` reports (same order and kinds), then those of
+    the dataset as a whole (``DATASET_PROBLEM_KINDS``; name "(dataset)", path the masks folder or
+    the dataset root): "class_absent" for each class 0..num_classes-1 that no mask holds (the
+    model cannot learn it), "mostly_ignored" when the ignore index covers more than half of all
+    mask pixels. coco-voc: each image's annotations are decoded at the image's stored size
+    (undecodable ones: "unreadable").
+
+    Args:
+        dataset: from :func:`open_dataset`.
+        num_classes: the model's number of classes.
+        progress: called with 1 after each sample.
+
+    Returns:
+        A :class:`LabelSurvey`: problems, pixels per class and ignored, masks per class.
+    """
+    return _survey(dataset, num_classes, progress, counts=True)
 
 
 def validate_labels(
@@ -470,13 +542,16 @@ def validate_labels(
     """Check every label file of ``dataset`` against a model's number of classes.
 
     Reads each mask fully but only each image's header. Kinds found (see ``PROBLEM_KINDS``):
-    "out_of_range" (values not in ``0..num_classes-1`` and not ``ignore_index``), "binary_mask"
-    (every mask holds only {0, 255} or {0, 1} and ``num_classes > 2``: reported instead of
-    out_of_range; when any mask holds another class value, such masks are taken as genuine
-    background/void or background/class-1 labels), "rgb_mask", "size_mismatch" (image WxH,
-    after EXIF rotation, vs mask WxH), "missing_mask" (folder images without a mask come after
-    the samples' problems), "unreadable". coco-voc: image header vs the json's width/height and
-    RLE sizes vs the image; unreadable images.
+    "out_of_range" (values not in ``0..num_classes-1`` and not ``ignore_index``; with
+    ``mask_values`` or classes-file colours, stored values or colours they do not list),
+    "binary_mask" (every mask holds only {0, 255} or {0, 1} and ``num_classes > 2``, or {0, 255}
+    and ``num_classes == 2`` with no mask holding 1: reported instead of out_of_range; when any
+    mask holds another class value, such masks are taken as genuine background/void or
+    background/class-1 labels; never with ``mask_values``), "rgb_mask" (not with a classes file
+    that gives colours), "size_mismatch" (image WxH, after EXIF rotation, vs mask WxH),
+    "missing_mask" (folder images without a mask come after the samples' problems),
+    "unreadable". coco-voc: image header vs the json's width/height and RLE sizes vs the image;
+    unreadable images. The dataset-level kinds are :func:`survey_labels`' only.
 
     Args:
         dataset: from :func:`open_dataset`.
@@ -486,115 +561,27 @@ def validate_labels(
     Returns:
         Problems in sample order; empty when the labels look right.
     """
+    survey = _survey(dataset, num_classes, progress, counts=False)
+    return [p for p in survey.problems if p.kind not in DATASET_PROBLEM_KINDS]
+
+
+def _survey(
+    dataset: SegmentationDataset, num_classes: int, progress: Callable[[int], None] | None, *, counts: bool
+) -> LabelSurvey:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= 256:
+        raise ValueError(f"num_classes must be an integer 1..256, got {num_classes!r}")
     if isinstance(dataset, _CocoVocDataset):
-        return _validate_coco(dataset, progress)
-    slots: list[LabelProblem | tuple[LabelProblem, LabelProblem | None]] = []
-    multiclass = False  # some mask holds a class other than 0 and 1
-    ade = isinstance(dataset, _Ade20kDataset)
-    for item in dataset._items:
-        found, shows_classes = _check_item(item, num_classes, dataset.ignore_index, ade20k=ade)
-        slots += found
-        multiclass = multiclass or shows_classes
-        if progress:
-            progress(1)
-    problems = []
-    for slot in slots:
-        if isinstance(slot, tuple):  # (binary_mask, out_of_range or None): see the docstring
-            slot = slot[1] if multiclass else slot[0]
-        if slot is not None:
-            problems.append(slot)
-    mask_dir = dataset.mask_dir if ade else dataset.root / "masks"
-    return problems + [
-        LabelProblem(n, str(p), "missing_mask", f"no mask: expected {mask_dir / n}.png") for n, p in dataset.unmatched
-    ]
-
-
-def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if values.dtype == np.uint8:
-        counts = np.bincount(values.ravel(), minlength=256)
-        present = np.flatnonzero(counts)
-        return present, counts[present]
-    return np.unique(values, return_counts=True)
-
-
-def _check_item(item: _Item, num_classes: int, ignore: int, *, ade20k: bool = False) -> tuple[list[Any], bool]:
-    """Problems of one voc/folder/ade20k item, and whether its mask holds a class other than 0 and 1.
-
-    ade20k: stored values 0 (unlabelled) and 1..num_classes (class + 1) are valid, and masks are
-    never reported as binary (an annotation of "other" and "wall" only is legitimate)."""
-    found: list[Any] = []
-    mask = str(item.mask)
-    try:
-        values = _mask_values(item.mask) if item.mask is not None else None
-    except _MaskProblem as p:
-        if p.kind == "missing_mask":
-            found.append(LabelProblem(item.name, str(item.image), p.kind, f"no mask: expected {item.mask}"))
-        else:
-            found.append(LabelProblem(item.name, mask, p.kind, p.detail))
-        return found, False
-    present, counts = _value_counts(values)
-    if ade20k:  # stored as class + 1; 0 is unlabelled
-        bad = [(int(v), int(c)) for v, c in zip(present, counts) if v != 0 and not 1 <= v <= num_classes]
-    else:
-        bad = [(int(v), int(c)) for v, c in zip(present, counts) if not 0 <= v < num_classes and v != ignore]
-    out_of_range = None
-    if bad:
-        listed = ", ".join(f"{v} ({c} px)" for v, c in bad[:10]) + (", ..." if len(bad) > 10 else "")
-        if ade20k:
-            detail = (
-                f"{sum(c for _, c in bad)} pixels have annotation values outside 0..{num_classes} "
-                f"(ADE20K stores class + 1, 0 for unlabelled): {listed}"
-            )
-        else:
-            detail = (
-                f"{sum(c for _, c in bad)} pixels have values outside the classes 0..{num_classes - 1} "
-                f"that are not the ignore index {ignore}: {listed}"
-            )
-        out_of_range = LabelProblem(item.name, mask, "out_of_range", detail)
-    values_set = {int(v) for v in present}
-    if num_classes > 2 and not ade20k and values_set in ({0, 255}, {0, 1}):
-        detail = (
-            f"looks like a binary 0/{max(values_set)} mask, not class indices: pixel values must be class "
-            f"indices 0..{num_classes - 1} ({ignore} for ignored pixels)"
-        )
-        found.append((LabelProblem(item.name, mask, "binary_mask", detail), out_of_range))
-    elif out_of_range is not None:
-        found.append(out_of_range)
-    try:
-        size = _header_size(item.image, oriented=True)
-    except DatasetError as e:
-        found.append(LabelProblem(item.name, str(item.image), "unreadable", str(e)))
-    else:
-        if values.shape != (size[1], size[0]):
-            found.append(LabelProblem(item.name, mask, "size_mismatch", _size_text(item.image, size, values.shape)))
-    return found, any(1 < v < num_classes and v != ignore for v in values_set)
-
-
-def _validate_coco(dataset: _CocoVocDataset, progress: Callable[[int], None] | None) -> list[LabelProblem]:
-    problems = []
-    for i, item in enumerate(dataset._items):
-        try:
-            size = _header_size(item.image, oriented=False)  # the stored pixels, as the reference reads them
-        except DatasetError as e:
-            problems.append(LabelProblem(item.name, str(item.image), "unreadable", str(e)))
-            size = None
-        json_size = dataset._sizes[i]
-        if size is not None and json_size is not None and size != json_size:
-            detail = (
-                f"image is {size[0]}x{size[1]} but {dataset.ann_file.name} says {json_size[0]}x{json_size[1]} (WxH)"
-            )
-            problems.append(LabelProblem(item.name, str(item.image), "size_mismatch", detail))
-        expected = size or json_size
-        for _, segm, ann_id in dataset._annotations.get(i, []):
-            rle_size = segm.get("size") if isinstance(segm, dict) else None
-            if not (isinstance(rle_size, (list, tuple)) and len(rle_size) == 2):
-                continue  # polygons take the image's size; malformed RLEs fail in dataset[i]
-            if expected is not None and list(rle_size) != [expected[1], expected[0]]:
-                detail = (
-                    f"annotation {ann_id}: RLE size is {rle_size[1]}x{rle_size[0]} but the image is "
-                    f"{expected[0]}x{expected[1]} (WxH)"
-                )
-                problems.append(LabelProblem(item.name, str(dataset.ann_file), "size_mismatch", detail))
-        if progress:
-            progress(1)
-    return problems
+        return survey_coco(dataset._items, dataset._sizes, dataset._annotations, dataset.ann_file, num_classes,
+                           target=(lambda i, size: dataset._target(i, size)[0]) if counts else None,
+                           root=dataset.root, categories=dataset.categories, progress=progress)  # fmt: skip
+    return survey_masks(
+        dataset._items,
+        num_classes,
+        dataset._rule,
+        unmatched=dataset.unmatched,
+        mask_dir=dataset.mask_dir or dataset.root,
+        categories=dataset.categories,
+        hint=_COLOURS_HINT * (dataset.kind == "folder"),
+        colours_from=None if dataset.classes_file is None else str(dataset.classes_file),
+        progress=progress,
+    )

@@ -34,6 +34,7 @@ __all__ = [
     "EvalSettings",
     "ImageScore",
     "LabelProblem",
+    "LabelSurvey",
     "Published",
     "ScorePair",
     "SizeAnalysis",
@@ -120,12 +121,14 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class LabelProblem:
-    """One problem found by :func:`seglens.datasets.validate_labels`.
+    """One problem found by :func:`seglens.datasets.validate_labels` or ``survey_labels``.
 
     Attributes:
-        name: the sample's name.
+        name: the sample's name; ``"(dataset)"`` for problems of the dataset as a whole
+            ("class_absent", "mostly_ignored": ``seglens.datasets.DATASET_PROBLEM_KINDS``).
         path: the file at fault (the mask; the image for "missing_mask" and unreadable images;
-            the annotation file for COCO segmentations).
+            the annotation file for COCO segmentations; the masks folder, or the dataset root,
+            for dataset-level problems).
         kind: one of ``seglens.datasets.PROBLEM_KINDS``.
         detail: one line saying what is wrong and how to fix it.
     """
@@ -134,6 +137,45 @@ class LabelProblem:
     path: str
     kind: str
     detail: str
+
+
+@dataclass(frozen=True)
+class LabelSurvey:
+    """What :func:`seglens.datasets.survey_labels` found, reading every mask once.
+
+    Pixel counts are of the targets a model is trained and scored on: after ``mask_values`` or
+    classes-file colours are applied (and ADE20K's value - 1).
+
+    Attributes:
+        problems: per-mask problems in sample order (as :func:`~seglens.datasets.validate_labels`
+            reports them), then the dataset-level ones (name ``"(dataset)"``): "class_absent"
+            per class in index order, then "mostly_ignored".
+        class_pixels: pixels of each class 0..num_classes-1.
+        ignore_pixels: pixels read as the ignore index (values or colours the mapping does not
+            list included).
+        images_with_class: for each class, the number of masks it occurs in.
+        total_pixels: every pixel of the masks read (out-of-range values included, so
+            ``total_pixels - sum(class_pixels) - ignore_pixels`` of them are neither).
+        masks: the masks read (missing and unreadable ones are not).
+    """
+
+    problems: tuple[LabelProblem, ...]
+    class_pixels: tuple[int, ...]
+    ignore_pixels: int
+    images_with_class: tuple[int, ...]
+    total_pixels: int
+    masks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types only (problems as dicts)."""
+        return {
+            "problems": [dataclasses.asdict(p) for p in self.problems],
+            "class_pixels": list(self.class_pixels),
+            "ignore_pixels": self.ignore_pixels,
+            "images_with_class": list(self.images_with_class),
+            "total_pixels": self.total_pixels,
+            "masks": self.masks,
+        }
 
 
 @dataclass(frozen=True)

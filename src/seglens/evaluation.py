@@ -4,7 +4,8 @@
 is its scoring loop, for a Segmenter and a dataset already at hand. No printing here: progress
 goes to bars from a factory and events to a callback; the CLI renders both. Metric definitions
 live in :mod:`seglens.metrics`, dataset reading in :mod:`seglens.datasets`, the result types in
-:mod:`seglens.evaltypes` (re-exported here), rendering in :mod:`seglens.report`.
+:mod:`seglens.evaltypes` (re-exported here), rendering in :mod:`seglens.report`, evaluate()'s
+options in :mod:`seglens._eval_options`.
 
 Protocols:
 
@@ -30,11 +31,9 @@ SegFormer to a fixed 512 x 512 square, where MMSegmentation keeps the aspect rat
 from __future__ import annotations
 
 import dataclasses
-import functools
 import heapq
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.models import get_model_weights
 
+from ._eval_options import _Bar, _bar_factory, _build, _config, _options
 from ._version import __version__
 from .datasets import DatasetError, Sample, SegmentationDataset, open_dataset, validate_labels
 from .evaltypes import (
@@ -70,7 +70,7 @@ from .evaltypes import (
     WorstImage,
 )
 from .inference import Segmenter, upsample_argmax
-from .io import atomic_open, bundled_examples, find_images, load_image
+from .io import atomic_open
 from .metrics import (
     ABSENT_RULE,
     SIZE_BUCKETS,
@@ -99,11 +99,6 @@ __all__ = [
 ]
 
 _PUBLISHED_KEY = "COCO-val2017-VOC-labels"  # torchvision's weights meta: where its numbers come from
-# Options of evaluate(), as seglens eval's flags, with their defaults.
-_MODEL_OPTIONS = {"device": "auto", "backend": "torch", "precision": "fp32", "calibration": None, "seed": 0}
-_DATA_OPTIONS = {"split": "val", "classes": None, "ignore_index": 255, "limit": None}
-_CONFIG_OPTIONS = {"protocol": None, "tta": None, "compare_tta": False, "boundary_width": 5, "worst": 8}
-_RUN_OPTIONS = {"strict": False, "check_labels": True}
 
 
 class LabelProblemsError(DatasetError):
@@ -214,7 +209,9 @@ def score_dataset(
     Args:
         seg: the model to score, not tiled (batch size is ignored: batch 1, as the protocols
             specify).
-        dataset: from :func:`seglens.datasets.open_dataset`.
+        dataset: from :func:`seglens.datasets.open_dataset`; when it names as many classes as
+            the model has (a classes file, VOC's, ADE20K's), the result uses its names, else the
+            model's.
         config: protocol, TTA and analysis settings; a model without torchvision's preset
             (``hf:`` checkpoints) is scored with ``native`` (see the module docstring).
         progress: called with 1 after each image.
@@ -230,7 +227,8 @@ def score_dataset(
         protocol = "native"
     n = len(seg.categories)
     ignore = dataset.ignore_index
-    names = [display_name(c) for c in seg.categories]
+    named = dataset.categories is not None and len(dataset.categories) == n  # evaluate() refuses other counts
+    names = [display_name(c) for c in (dataset.categories if named else seg.categories)]
     cm, cm_plain = ConfusionMatrix(n), ConfusionMatrix(n)
     size_recall, boundary = SizeRecall(), BoundaryAccuracy()
     per_image: list[ImageScore] = []
@@ -333,18 +331,34 @@ def score_dataset(
     )
 
 
+def _check_classes(dataset: SegmentationDataset, n: int) -> None:
+    """DatasetError when the dataset's class count (names or mask values) is not the model's ``n``."""
+    k = dataset.num_classes
+    if k is not None and k != n:
+        where = dataset.classes_file or ("mask_values" if dataset.categories is None else dataset.root)
+        raise DatasetError(f"{where}: the dataset has {k} classes, the model {n}; "
+                           f"pass weights with {k} classes or fix the class list")  # fmt: skip
+
+
 def _boundary(b) -> BoundaryAnalysis:
     return BoundaryAnalysis(b.width, b.band_pixels, _pct(b.band_acc), b.interior_pixels, _pct(b.interior_acc))
 
 
 def write_worst(
-    result: EvalResult, out_dir: str | os.PathLike, seg: Segmenter, *, ignore_index: int | None = None
+    result: EvalResult,
+    out_dir: str | os.PathLike,
+    seg: Segmenter,
+    *,
+    ignore_index: int | None = None,
+    palette: np.ndarray | None = None,
 ) -> EvalResult:
     """Render the worst images as image | ground truth | prediction | error map PNGs into
     ``out_dir/worst/`` and return the result with their ``file`` set (relative to out_dir).
 
-    Worst images without pixels (read back from metrics.json) keep their ``file``.
-    ``ignore_index``: default the dataset's (255 when the result does not say).
+    Legends name the classes as the result does (``result.class_names``). Worst images without
+    pixels (read back from metrics.json) keep their ``file``. ``ignore_index``: default the
+    dataset's (255 when the result does not say). ``palette``: (256, 3) uint8 class colours
+    (e.g. the dataset's, from a classes file); default the Segmenter's.
     """
     out_dir = Path(out_dir)
     if ignore_index is None:
@@ -361,8 +375,8 @@ def write_worst(
             w.image,
             w.target,
             w.pred,
-            seg.categories,
-            seg.palette,
+            result.class_names,
+            seg.palette if palette is None else palette,
             ignore_index=ignore_index,
             title=f"{w.name}: mIoU {miou}",
         )
@@ -405,7 +419,7 @@ def evaluate(
         kind: ``"voc"``, ``"coco-voc"``, ``"ade20k"`` or ``"folder"`` (see
             :func:`seglens.datasets.open_dataset`), or a dataset it opened (then no ``root``
             and no dataset options).
-        root: the dataset's folder.
+        root: the dataset's folder (folder datasets: or ``images=`` and ``masks=``).
         model: a torchvision builder name or ``"hf:<repo-or-folder>"``.
         weights: ``"official"``, ``"random"`` or a state-dict file.
         out: report folder; None: nothing is written.
@@ -419,8 +433,11 @@ def evaluate(
             object with ``update(n)`` and ``close()``.
         on_event: called with an :class:`EvalEvent`: warnings, notes, the label problems found.
         **options: as ``seglens eval``'s flags.
-            Dataset: ``split`` ("val"), ``classes`` (folder: a file of class names, one per
-            line), ``ignore_index`` (255), ``limit`` (None: all images).
+            Dataset: ``split`` ("val"), ``images`` and ``masks`` (folder: two folders instead
+            of ``root``), ``classes`` (folder: a file of class names, one per line, optionally
+            with colours; the result and report then use these names), ``ignore_index`` (255),
+            ``mask_values`` (folder: the stored value of each class, e.g. (0, 255)), ``limit``
+            (None: all images); see :func:`seglens.datasets.open_dataset`.
             Scoring: ``protocol`` (None: torchvision for voc and coco-voc, native for folder
             and ade20k), ``tta`` (None, ``"flip"``, ``"scales=0.75,1.0,1.25[,flip]"`` or a
             :class:`TTA`), ``compare_tta`` (False), ``boundary_width`` (5), ``worst`` (8
@@ -436,41 +453,30 @@ def evaluate(
 
     Raises:
         seglens.datasets.DatasetError: the dataset cannot be opened, has no images, or its
-            classes do not match the model's; :class:`LabelProblemsError` with ``strict``.
+            class count (classes file or mask values) is not the model's;
+            :class:`LabelProblemsError` with ``strict``.
         seglens.models.WeightsError, ValueError: the model cannot be built, or a bad option.
         TypeError: an unknown option.
     """
-    unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_DATA_OPTIONS) - set(_CONFIG_OPTIONS) - set(_RUN_OPTIONS))
-    if unknown:
-        allowed = [*_DATA_OPTIONS, *_CONFIG_OPTIONS, *_RUN_OPTIONS, *_MODEL_OPTIONS]
-        raise TypeError(f"evaluate() got unknown options {', '.join(unknown)}; options: {', '.join(allowed)}")
-    model_args = (
-        ["model"] * (model != DEFAULT_MODEL)
-        + ["weights"] * (weights != "official")
-        + [k for k in _MODEL_OPTIONS if k in options]
-    )
-    _refuse_both("segmenter=", segmenter is not None, model_args)
-    _refuse_both("config=", config is not None, [k for k in _CONFIG_OPTIONS if k in options])
-    _refuse_both(
-        "a dataset object",
-        isinstance(kind, SegmentationDataset),
-        [k for k in _DATA_OPTIONS if k in options] + (["root"] if root is not None else []),
-    )
-    opts = {**_MODEL_OPTIONS, **_DATA_OPTIONS, **_CONFIG_OPTIONS, **_RUN_OPTIONS, **options}
+    opts = _options(options, model=model, weights=weights, segmenter=segmenter, config=config, root=root,
+                    dataset_given=isinstance(kind, SegmentationDataset))  # fmt: skip
     config = config or _config(opts)
     bars = _bar_factory(progress)
 
     if isinstance(kind, SegmentationDataset):
         dataset = kind
     else:
-        if root is None:
-            raise TypeError("evaluate() needs root= (the dataset's folder) with a dataset kind")
+        if root is None and opts["images"] is None and opts["masks"] is None:
+            raise TypeError("evaluate() needs root= (the dataset's folder), or images= and masks= for folder")
         dataset = open_dataset(
             kind,
             root,
             split=opts["split"],
+            images=opts["images"],
+            masks=opts["masks"],
             classes_file=opts["classes"],
             ignore_index=opts["ignore_index"],
+            mask_values=opts["mask_values"],
             limit=opts["limit"],
         )
     if len(dataset) == 0:
@@ -479,10 +485,7 @@ def evaluate(
     if seg.tile is not None:
         raise ValueError("evaluation scores whole images: use a Segmenter without tile=")
     n = len(seg.categories)
-    if dataset.categories is not None and len(dataset.categories) != n:
-        where = opts["classes"] or dataset.root
-        raise DatasetError(f"{where}: the dataset has {len(dataset.categories)} classes, the model {n}; "
-                           f"pass weights with {len(dataset.categories)} classes or fix the class list")  # fmt: skip
+    _check_classes(dataset, n)
     emit = on_event or (lambda event: None)
     if not seg.loaded.meaningful:
         emit(
@@ -510,75 +513,6 @@ def evaluate(
     if out is not None:
         from .report import write_report
 
-        result = write_worst(result, out, seg)
+        result = write_worst(result, out, seg, palette=dataset.palette)
         write_report(result, out)
     return result
-
-
-def _refuse_both(what: str, given: bool, names: list[str]) -> None:
-    if given and names:
-        raise ValueError(f"{', '.join(f'{k}=' for k in names)}: {what} is used as it is; give one or the other")
-
-
-def _config(opts: dict) -> EvalConfig:
-    tta = opts["tta"]
-    if isinstance(tta, str):
-        try:
-            tta = TTA.parse(tta)
-        except ValueError as e:
-            raise ValueError(f"tta={e}") from None
-    return EvalConfig(
-        protocol=opts["protocol"],
-        tta=tta,
-        compare_tta=opts["compare_tta"],
-        boundary_width=opts["boundary_width"],
-        worst=opts["worst"],
-    )
-
-
-def _calibration_images(calibration, limit: int = 16) -> list:
-    """int8 calibration images: a folder's (or the bundled examples'), or the images given."""
-    if calibration is not None and not isinstance(calibration, (str, os.PathLike)):
-        return list(calibration)
-    if calibration is None:
-        paths = bundled_examples()
-    else:
-        found, problems = find_images([calibration])
-        if not found:
-            raise ValueError(
-                f"calibration={os.fsdecode(calibration)}: no images found ({'; '.join(r for _, r in problems)})"
-            )
-        paths = [f.path for f in found]
-    return [load_image(p) for p in paths[:limit]]
-
-
-def _build(model: str, weights: str | os.PathLike, opts: dict, *, download_progress: bool) -> Segmenter:
-    calibration = _calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
-    return Segmenter(model, weights=weights, device=opts["device"], progress=download_progress, seed=opts["seed"],
-                     backend=opts["backend"], precision=opts["precision"], calibration=calibration)  # fmt: skip
-
-
-def _bar_factory(progress: bool | Callable[..., Any] | None) -> Callable[..., Any] | None:
-    if progress is True:
-        from tqdm import tqdm
-
-        return functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True)
-    return progress or None
-
-
-class _Bar:
-    """A progress bar from the factory for one stage (nothing without a factory)."""
-
-    def __init__(self, factory: Callable[..., Any] | None, total: int, desc: str) -> None:
-        self._bar = factory(total=total, unit="img", desc=desc) if factory is not None else None
-
-    def update(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.close()

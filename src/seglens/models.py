@@ -34,6 +34,7 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from ._trained import MetadataError, TrainedMetadata, read_metadata
 from ._weights import OFFLINE_ENV, LoadedModel, WeightsError, is_offline, sha256_file
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "load_state_dict_file",
     "model_info",
     "sha256_file",
+    "trained_metadata",
 ]
 
 DEFAULT_MODEL = "deeplabv3_resnet50"
@@ -276,8 +278,27 @@ def load_model(
     return _load_torchvision(spec, weights=weights, progress=progress, seed=seed)
 
 
+def trained_metadata(weights: object) -> TrainedMetadata | None:
+    """The ``seglens train`` metadata of a weights file (None for 'official', 'random', files
+    without it). Raises WeightsError for metadata that is present but malformed."""
+    if not isinstance(weights, (str, os.PathLike)) or weights in ("official", "random", "default", "DEFAULT"):
+        return None
+    try:
+        return read_metadata(weights) if Path(weights).is_file() else None
+    except MetadataError as e:
+        raise WeightsError(str(e)) from None
+
+
 def _load_torchvision(name: str, *, weights: str | os.PathLike | None, progress: bool, seed: int) -> LoadedModel:
     """:func:`load_model` for a torchvision builder name."""
+    meta = trained_metadata(weights)
+    if meta is not None and meta.model != name:
+        if name != DEFAULT_MODEL:
+            raise WeightsError(
+                f"{weights}: trained as {meta.model}, not {name}; leave out --model (the file says which) "
+                f"or pass --model {meta.model}"
+            )
+        name = meta.model  # the default name was not a choice: the file knows its architecture
     w = _default_weights(name)
     categories = tuple(w.meta["categories"])
     choice = "official" if weights is None else weights
@@ -306,6 +327,8 @@ def _load_torchvision(name: str, *, weights: str | os.PathLike | None, progress:
         digest = sha256_file(path)
         source, tag, meaningful = str(path), f"{path.name} (sha256 {digest[:12]})", True
     model.eval()
+    if meta is not None:
+        return _trained_model(name, model, meta, source=source, tag=tag, digest=digest)
     return LoadedModel(
         name=name,
         model=model,
@@ -315,4 +338,29 @@ def _load_torchvision(name: str, *, weights: str | os.PathLike | None, progress:
         weights_tag=tag,
         sha256=digest,
         meaningful=meaningful,
+    )
+
+
+def _trained_model(name: str, model: nn.Module, meta: TrainedMetadata, *, source: str, tag: str, digest: str):
+    """A ``seglens train`` file: its class names, colours, normalisation and input-size rule."""
+    from torchvision.transforms._presets import SemanticSegmentation
+
+    from .palettes import palette_for
+
+    n = _num_classes(model.state_dict(), source)
+    if len(meta.categories) != n:
+        raise WeightsError(f"{source}: its metadata names {len(meta.categories)} classes but the head has {n}")
+    palette = palette_for(meta.categories)
+    palette[:n] = meta.palette
+    return LoadedModel(
+        name=name,
+        model=model,
+        categories=meta.categories,
+        transforms=SemanticSegmentation(resize_size=meta.resize, mean=meta.mean, std=meta.std),
+        weights=source,
+        weights_tag=tag,
+        sha256=digest,
+        meaningful=True,
+        palette=palette,
+        normalize=(meta.mean, meta.std),
     )

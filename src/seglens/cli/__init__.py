@@ -25,6 +25,7 @@ from ._commands import (
     _cmd_serve,
 )
 from ._parser import _segmenter_configs, build_parser
+from ._train import cmd_train
 
 __all__ = ["build_parser", "main"]
 
@@ -83,4 +84,6 @@ def _dispatch(args: argparse.Namespace, err) -> int:
         return _cmd_export(args, err)
     if args.command == "eval":
         return _cmd_eval(args, err)
+    if args.command == "train":
+        return cmd_train(args, err)
     return _cmd_segment(args, err)

@@ -234,7 +234,8 @@ def _cmd_serve(args: argparse.Namespace, err) -> int:
         err("error: --weights FILE fits one --model; serve one model per weights file")
         return EXIT_CANNOT_START
     try:
-        segs = {c.model: Segmenter(c) for c in args.segmenter_configs}
+        built = [Segmenter(c) for c in args.segmenter_configs]
+        segs = {s.loaded.name: s for s in built}  # a trained file names its own architecture
         hosts = [*LOOPBACK_HOSTS, *(h for value in args.allowed_hosts for h in value.split(",") if h.strip())]
         app = create_app(
             segs,
@@ -275,7 +276,32 @@ def _cmd_serve(args: argparse.Namespace, err) -> int:
 def _eval_flag_words(message: str) -> str:
     """seglens.evaluation's and seglens.datasets' API words -> eval's flags ("ignore_index" -> "--ignore-index")."""
     message = re.sub(r"\bignore_index\b", "--ignore-index", message)
+    message = re.sub(r"(?<![\w/.-])(root|images|masks|mask_values)=", lambda m: "--" + m[1].replace("_", "-"), message)
+    message = re.sub(r"(?<![\w-])mask_values\b", "--mask-values", message)
     return _flag_words(message.replace("a classes file", "--classes"))
+
+
+def _eval_dataset_flags(args: argparse.Namespace) -> str | None:
+    """What is wrong with the dataset flags (a usage error), or None: --root for every kind, or
+    --images and --masks for folder; --images, --masks, --classes and --mask-values for folder only."""
+    prog = "seglens eval"
+    explicit = [f for f, v in (("--images", args.images), ("--masks", args.masks)) if v is not None]
+    if args.dataset != "folder":
+        extra = explicit + [f for f, v in (("--classes", args.classes), ("--mask-values", args.mask_values)) if v]
+        if extra:
+            return f"{prog}: argument {extra[0]}: applies only to --dataset folder (see {prog} --help)"
+        if args.root is None:
+            return f"{prog}: argument --root: required for --dataset {args.dataset} (see {prog} --help)"
+        return None
+    if args.root is not None and explicit:
+        return f"{prog}: argument {explicit[0]}: give --root or --images and --masks, not both (see {prog} --help)"
+    if args.root is None and len(explicit) < 2:
+        missing = "--images" if args.images is None else "--masks"
+        return (
+            f"{prog}: argument {missing}: --dataset folder needs --root (holding images/ and masks/) "
+            f"or --images and --masks (see {prog} --help)"
+        )
+    return None
 
 
 def _cmd_eval(args: argparse.Namespace, err) -> int:
@@ -298,11 +324,16 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
     if args.compare_tta and args.tta is None:
         err("error: --compare-tta needs --tta (e.g. --tta flip)")
         return EXIT_CANNOT_START
+    usage = _eval_dataset_flags(args)
+    if usage is not None:
+        err(f"error: {usage}")
+        return EXIT_CANNOT_START
     try:
         result = evaluate(
             args.dataset, args.root, model=args.model, weights=args.weights, out=args.out, on_event=on_event,
             progress=None if args.quiet else functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True),
-            split=args.split, classes=args.classes, ignore_index=args.ignore_index, limit=args.limit,
+            split=args.split, images=args.images, masks=args.masks, classes=args.classes,
+            ignore_index=args.ignore_index, mask_values=args.mask_values, limit=args.limit,
             protocol=args.protocol, tta=args.tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width,
             worst=max(0, args.worst), strict=args.strict, device=args.device, backend=args.backend,
             precision=args.precision, calibration=args.calibrate, seed=args.seed,

@@ -13,7 +13,7 @@ from .._version import __version__
 from ..config import BACKEND_PRECISIONS, ConfigError, SegmenterConfig
 
 # Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
-from ..datasets import DATASET_KINDS
+from ..datasets import DATASET_KINDS, parse_mask_values
 from ..evaltypes import PROTOCOLS
 from ..io import DEFAULT_MAX_PIXELS
 from ..models import DEFAULT_MODEL, list_models
@@ -33,6 +33,7 @@ from ._argtypes import (
     _tta,
     _UsageError,
 )
+from ._train import add_train_parser
 
 _MODEL_FLAGS = ("model", "weights", "device", "backend", "precision", "calibrate", "seed")
 
@@ -195,15 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DATASET_KINDS,
         help=(
             "voc (VOCdevkit layout), coco-voc (COCO with the 20 VOC classes), "
-            "ade20k (ADEChallengeData2016 layout, 150 classes), folder (images/ + masks/)"
+            "ade20k (ADEChallengeData2016 layout, 150 classes), folder (images/ + masks/, or --images and --masks)"
         ),
     )
-    ev.add_argument("--root", required=True, type=Path, help="dataset folder")
+    ev.add_argument("--root", type=Path, help="dataset folder (folder datasets: or --images and --masks)")
+    ev.add_argument("--images", type=Path, help="folder: the images folder (with --masks, instead of --root)")
+    ev.add_argument(
+        "--masks", type=Path, help="folder: the masks folder: PNGs named as the images, matched by relative path"
+    )
     ev.add_argument(
         "--split", default="val", help="voc: ImageSets/Segmentation/SPLIT.txt; coco-voc: SPLIT2017 (default: val)"
     )
-    ev.add_argument("--classes", type=Path, help="folder: class names, one per line")
+    ev.add_argument(
+        "--classes",
+        type=Path,
+        help="folder: class names, one per line, each optionally with its colour (road 128,64,128 or road #804080); "
+        "the report uses these names, and colours map RGB masks to classes",
+    )
     ev.add_argument("--ignore-index", type=int, default=255, help="label value that is not scored (default: 255)")
+    ev.add_argument(
+        "--mask-values",
+        type=_mask_values,
+        metavar="V0,V1,...",
+        help="folder: the stored mask value of each class, in order; other values are ignored "
+        "(binary masks saved as 0/255: --mask-values 0,255)",
+    )
     ev.add_argument("-o", "--out", type=Path, default=Path("seglens_eval"), help="report folder (default: %(default)s)")
     _add_model_flags(
         ev,
@@ -342,9 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="another site allowed to call the API from a browser, e.g. https://app.example; '*' for any (repeatable)",
     )
 
+    add_train_parser(sub, common)
+
     models = sub.add_parser("models", parents=[common], help="list the available models and their published scores")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _mask_values(value: str) -> tuple[int, ...]:
+    """--mask-values V0,V1,...: distinct integers 0..255 (eval and train)."""
+    try:
+        return parse_mask_values(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # ---------------------------------------------------------------- SegmenterConfig from flags

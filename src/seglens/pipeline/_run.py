@@ -207,7 +207,7 @@ def segment(
             )
         )
     settings = {
-        "seglens_version": __version__, "model": model if segmenter is None else seg.loaded.name,
+        "seglens_version": __version__, "model": seg.loaded.name,
         "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256,
         "device": str(seg.device),
         "batch_size": seg.batch_size, "backend": seg.backend, "precision": seg.precision, "scale": seg.scale,

@@ -1,0 +1,128 @@
+"""The options of :func:`seglens.evaluation.evaluate`: the keywords it takes (as ``seglens eval``'s
+flags) with their defaults and checks, and what they make: the :class:`EvalConfig`, the
+Segmenter (int8 calibration images included) and the progress bars. Private to evaluation.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .evaltypes import TTA, EvalConfig
+from .inference import Segmenter
+from .io import bundled_examples, find_images, load_image
+from .models import DEFAULT_MODEL
+
+# Options of evaluate(), as seglens eval's flags, with their defaults.
+_MODEL_OPTIONS = {"device": "auto", "backend": "torch", "precision": "fp32", "calibration": None, "seed": 0}
+_DATA_OPTIONS = {"split": "val", "images": None, "masks": None, "classes": None, "ignore_index": 255,
+                 "mask_values": None, "limit": None}  # fmt: skip
+_CONFIG_OPTIONS = {"protocol": None, "tta": None, "compare_tta": False, "boundary_width": 5, "worst": 8}
+_RUN_OPTIONS = {"strict": False, "check_labels": True}
+
+
+def _options(
+    options: dict[str, Any],
+    *,
+    model: str,
+    weights: Any,
+    segmenter: Segmenter | None,
+    config: EvalConfig | None,
+    root: Any,
+    dataset_given: bool,
+) -> dict[str, Any]:
+    """evaluate()'s ``**options`` checked and completed with the defaults.
+
+    Raises:
+        TypeError: an unknown option. ValueError: an option given beside what replaces it
+            (``segmenter=``, ``config=``, a dataset object).
+    """
+    unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_DATA_OPTIONS) - set(_CONFIG_OPTIONS) - set(_RUN_OPTIONS))
+    if unknown:
+        allowed = [*_DATA_OPTIONS, *_CONFIG_OPTIONS, *_RUN_OPTIONS, *_MODEL_OPTIONS]
+        raise TypeError(f"evaluate() got unknown options {', '.join(unknown)}; options: {', '.join(allowed)}")
+    model_args = (
+        ["model"] * (model != DEFAULT_MODEL)
+        + ["weights"] * (weights != "official")
+        + [k for k in _MODEL_OPTIONS if k in options]
+    )
+    _refuse_both("segmenter=", segmenter is not None, model_args)
+    _refuse_both("config=", config is not None, [k for k in _CONFIG_OPTIONS if k in options])
+    _refuse_both(
+        "a dataset object",
+        dataset_given,
+        [k for k in _DATA_OPTIONS if k in options] + (["root"] if root is not None else []),
+    )
+    return {**_MODEL_OPTIONS, **_DATA_OPTIONS, **_CONFIG_OPTIONS, **_RUN_OPTIONS, **options}
+
+
+def _refuse_both(what: str, given: bool, names: list[str]) -> None:
+    if given and names:
+        raise ValueError(f"{', '.join(f'{k}=' for k in names)}: {what} is used as it is; give one or the other")
+
+
+def _config(opts: dict) -> EvalConfig:
+    tta = opts["tta"]
+    if isinstance(tta, str):
+        try:
+            tta = TTA.parse(tta)
+        except ValueError as e:
+            raise ValueError(f"tta={e}") from None
+    return EvalConfig(
+        protocol=opts["protocol"],
+        tta=tta,
+        compare_tta=opts["compare_tta"],
+        boundary_width=opts["boundary_width"],
+        worst=opts["worst"],
+    )
+
+
+def _calibration_images(calibration, limit: int = 16) -> list:
+    """int8 calibration images: a folder's (or the bundled examples'), or the images given."""
+    if calibration is not None and not isinstance(calibration, (str, os.PathLike)):
+        return list(calibration)
+    if calibration is None:
+        paths = bundled_examples()
+    else:
+        found, problems = find_images([calibration])
+        if not found:
+            raise ValueError(
+                f"calibration={os.fsdecode(calibration)}: no images found ({'; '.join(r for _, r in problems)})"
+            )
+        paths = [f.path for f in found]
+    return [load_image(p) for p in paths[:limit]]
+
+
+def _build(model: str, weights: str | os.PathLike, opts: dict, *, download_progress: bool) -> Segmenter:
+    calibration = _calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
+    return Segmenter(model, weights=weights, device=opts["device"], progress=download_progress, seed=opts["seed"],
+                     backend=opts["backend"], precision=opts["precision"], calibration=calibration)  # fmt: skip
+
+
+def _bar_factory(progress: bool | Callable[..., Any] | None) -> Callable[..., Any] | None:
+    if progress is True:
+        from tqdm import tqdm
+
+        return functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True)
+    return progress or None
+
+
+class _Bar:
+    """A progress bar from the factory for one stage (nothing without a factory)."""
+
+    def __init__(self, factory: Callable[..., Any] | None, total: int, desc: str) -> None:
+        self._bar = factory(total=total, unit="img", desc=desc) if factory is not None else None
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
