@@ -353,3 +353,89 @@ def test_augment_pads_masks_with_the_ignore_value():
     x, y = augment(image, target)
     assert x.shape == (3, 96, 96) and y.shape == (96, 96) and y.dtype == torch.int64
     assert set(torch.unique(y).tolist()) == {3, 11} and int((y == 3).sum()) == 40 * 30
+
+
+# ---------------------------------------------------------------- starting weights
+
+
+def test_official_start_keeps_everything_but_the_last_layers(monkeypatch):
+    import seglens._train_model as tm
+    from tests.conftest import calibrated_model
+
+    name = "deeplabv3_mobilenet_v3_large"
+    official = calibrated_model(name).state_dict()  # stands in for the pinned COCO-VOC file (21 classes)
+    monkeypatch.setattr(tm._models, "_official_state_dict", lambda n, progress: (official, "ab" * 32))
+    model, where = tm.build_model(name, 3, weights=None, weights_backbone="none", seed=0)
+    fresh = {"classifier.4.weight", "classifier.4.bias", "aux_classifier.4.weight", "aux_classifier.4.bias"}
+    assert where == f"official COCO_WITH_VOC_LABELS_V1 (sha256 {'ab' * 6}); new classifier: {', '.join(sorted(fresh))}"
+    for key, value in model.state_dict().items():
+        if key in fresh:
+            assert value.shape[0] == 3
+        else:
+            assert torch.equal(value, official[key]), key
+    groups = tm.param_groups(model, lr=0.01, head_lr=10.0, freeze_backbone=False)
+    assert [(g["name"], g["lr"]) for g in groups] == [("backbone", 0.01), ("classifier", 0.1), ("aux_classifier", 0.1)]
+
+
+def test_backbone_file_start_and_frozen_backbone(tmp_path):
+    from torchvision.models import get_model
+
+    import seglens._train_model as tm
+
+    torch.manual_seed(5)
+    classifier = get_model("mobilenet_v3_large", weights=None)
+    torch.save(classifier.state_dict(), tmp_path / "backbone.pth")
+    model, where = tm.build_model(MODEL, 3, weights=None, weights_backbone=str(tmp_path / "backbone.pth"), seed=0)
+    assert where.startswith(f"backbone {tmp_path / 'backbone.pth'}")
+    own = model.backbone.state_dict()
+    assert torch.equal(own["0.0.weight"], classifier.state_dict()["features.0.0.weight"])
+    assert torch.equal(own["16.1.running_var"], classifier.state_dict()["features.16.1.running_var"])
+    groups = tm.param_groups(model, lr=0.1, head_lr=10.0, freeze_backbone=True)
+    assert [(g["name"], g["lr"]) for g in groups] == [("classifier", 1.0)]
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    wrong = get_model("resnet18", weights=None)
+    torch.save(wrong.state_dict(), tmp_path / "resnet.pth")
+    with pytest.raises(TrainError, match="backbone's .* tensors are missing or do not fit"):
+        tm.build_model(MODEL, 3, weights=None, weights_backbone=str(tmp_path / "resnet.pth"), seed=0)
+
+
+def test_eval_resize_none_runs_a_plain_state_dict_at_its_training_size(trained, shapes, tmp_path):
+    """A state dict without seglens metadata runs at torchvision's 520-pixel rule unless told
+    ``--resize none``; then it scores exactly what its metadata-carrying twin scores."""
+    from seglens.evaluation import evaluate
+    from seglens.models import load_state_dict_file
+
+    plain = tmp_path / "plain.pth"
+    torch.save(load_state_dict_file(trained[0].best_weights), plain)
+    common = {"model": MODEL, "classes": str(shapes / "val" / "classes.txt"), "worst": 0}
+    native = evaluate("folder", str(shapes / "val"), weights=str(plain), scale=1.0, **common)
+    resized = evaluate("folder", str(shapes / "val"), weights=str(plain), **common)
+    twin = evaluate("folder", str(shapes / "val"), weights=trained[0].best_weights, **common)
+    assert native.miou == twin.miou == pytest.approx(trained[0].best_miou, abs=0.01)
+    assert resized.miou != native.miou
+    with pytest.raises(ValueError, match="protocol='native'"):
+        evaluate("folder", str(shapes / "val"), weights=str(plain), scale=1.0, protocol="torchvision", **common)
+
+
+def test_kill_9_loses_at_most_the_epoch_in_progress(shapes, tmp_path):
+    import time
+
+    out = tmp_path / "k"
+    cmd = [sys.executable, "-m", "seglens.cli", "train", "--root", str(shapes / "train"), "--classes",
+           str(shapes / "train" / "classes.txt"), "--val-root", str(shapes / "val"), "-w", "random", "--epochs", "4",
+           "-b", "8", "--crop", "64", "--lr", "0.05", "--workers", "0", "--no-report", "-q",
+           "-o", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.csv").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no handler runs
+        proc.wait(30)
+    finally:
+        proc.kill()
+    done = torch.load(out / "last.ckpt", weights_only=True)["epoch"]
+    assert done >= 1
+    result = train(resume=str(out))
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert not list(out.glob(".*.tmp-*"))

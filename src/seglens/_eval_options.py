@@ -13,11 +13,12 @@ from typing import Any
 
 from .evaltypes import TTA, EvalConfig
 from .inference import Segmenter
-from .io import bundled_examples, find_images, load_image
+from .io.calibration import calibration_images
 from .models import DEFAULT_MODEL
 
 # Options of evaluate(), as seglens eval's flags, with their defaults.
-_MODEL_OPTIONS = {"device": "auto", "backend": "torch", "precision": "fp32", "calibration": None, "seed": 0}
+_MODEL_OPTIONS = {"device": "auto", "backend": "torch", "precision": "fp32", "calibration": None, "seed": 0,
+                  "scale": None}  # fmt: skip
 _DATA_OPTIONS = {"split": "val", "images": None, "masks": None, "classes": None, "ignore_index": 255,
                  "mask_values": None, "limit": None}  # fmt: skip
 _CONFIG_OPTIONS = {"protocol": None, "tta": None, "compare_tta": False, "boundary_width": 5, "worst": 8}
@@ -80,26 +81,11 @@ def _config(opts: dict) -> EvalConfig:
     )
 
 
-def _calibration_images(calibration, limit: int = 16) -> list:
-    """int8 calibration images: a folder's (or the bundled examples'), or the images given."""
-    if calibration is not None and not isinstance(calibration, (str, os.PathLike)):
-        return list(calibration)
-    if calibration is None:
-        paths = bundled_examples()
-    else:
-        found, problems = find_images([calibration])
-        if not found:
-            raise ValueError(
-                f"calibration={os.fsdecode(calibration)}: no images found ({'; '.join(r for _, r in problems)})"
-            )
-        paths = [f.path for f in found]
-    return [load_image(p) for p in paths[:limit]]
-
-
 def _build(model: str, weights: str | os.PathLike, opts: dict, *, download_progress: bool) -> Segmenter:
-    calibration = _calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
+    calibration = calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
     return Segmenter(model, weights=weights, device=opts["device"], progress=download_progress, seed=opts["seed"],
-                     backend=opts["backend"], precision=opts["precision"], calibration=calibration)  # fmt: skip
+                     backend=opts["backend"], precision=opts["precision"], calibration=calibration,
+                     scale=opts["scale"])  # fmt: skip
 
 
 def _bar_factory(progress: bool | Callable[..., Any] | None) -> Callable[..., Any] | None:

@@ -103,9 +103,11 @@ class Book:
         row["best_miou"] = self.best.get("val_miou")
         self.history.append(row)
         self.partial = None
-        if rank == 0:
-            write_csv(self.run_dir / "metrics.csv", self.history, _CSV_FIELDS)
-            _plot_curves(self.run_dir / "curves.png", self.history)
+
+    def write_files(self) -> None:
+        """metrics.csv and curves.png, after last.ckpt holds the epochs they show."""
+        write_csv(self.run_dir / "metrics.csv", self.history, _CSV_FIELDS)
+        _plot_curves(self.run_dir / "curves.png", self.history)
 
     def _save_best(self, model: nn.Module) -> None:
         d, c = self.data, self.config
@@ -154,8 +156,12 @@ class Book:
         if row.get("val_miou") is not None:
             text += (f", val mIoU {row['val_miou']:.2f}, pixel acc {row['val_pixel_acc']:.2f} "
                      f"(best {self.best['val_miou']:.2f} at epoch {self.best['epoch']})")  # fmt: skip
-        return text + (f", {row['images_per_s']:.1f} img/s, data wait {row['data_wait_pct']:.0f}%, "
-                       f"{row['epoch_s']:.0f} s")  # fmt: skip
+        text += f", {row['images_per_s']:.1f} img/s, data wait {row['data_wait_pct']:.0f}%, {row['epoch_s']:.0f} s"
+        left = (plan.epochs or 0) - row["epoch"]
+        if left > 0:  # the epochs so far say how long the rest takes
+            per_epoch = sum(r["epoch_s"] for r in self.history) / len(self.history)
+            text += f", ETA {_duration(left * per_epoch)}"
+        return text
 
     def result(self, report: str | None) -> TrainResult:
         return TrainResult(
@@ -168,6 +174,11 @@ class Book:
             history=tuple(self.history),
             report=report,
         )
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{round(seconds)} s" if seconds < 90 else (f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h")
 
 
 def _plot_curves(path: Path, history: list[dict[str, Any]]) -> None:

@@ -133,42 +133,46 @@ class Skipped:
     error: str
 
 
-class TrainItems(Dataset):
-    """``dataset[indices[i]]`` augmented: ``(image (3, crop, crop) float32, target (crop, crop) int64)``,
-    or a :class:`Skipped` when the pair cannot be read."""
+class _Items(Dataset):
+    """``dataset[indices[i]]`` made into a network's pair by ``convert(image, target)``, or a
+    :class:`Skipped` when the pair cannot be read."""
+
+    def __init__(self, dataset: SegmentationDataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def convert(self, image: Image.Image, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        try:
+            sample = self.dataset[index]
+        except (DatasetError, OSError, ValueError) as e:
+            return Skipped(index, str(e))
+        return self.convert(sample.image, sample.target)
+
+
+class TrainItems(_Items):
+    """Augmented training pairs: ``(image (3, crop, crop) float32, target (crop, crop) int64)``."""
 
     def __init__(self, dataset: SegmentationDataset, indices: Sequence[int], augment: Augment) -> None:
-        self.dataset, self.indices, self.augment = dataset, list(indices), augment
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = self.indices[i]
-        try:
-            sample = self.dataset[index]
-        except (DatasetError, OSError, ValueError) as e:
-            return Skipped(index, str(e))
-        return self.augment(sample.image, sample.target)
+        super().__init__(dataset, indices)
+        self.convert = augment
 
 
-class ValItems(Dataset):
+class ValItems(_Items):
     """Validation pairs as ``seglens eval`` (native protocol) feeds them to the network:
-    ``(network input (3, h, w), target (H, W) uint8 at the image's size)`` or :class:`Skipped`."""
+    ``(network input (3, h, w), target (H, W) uint8 at the image's size)``."""
 
     def __init__(self, dataset: SegmentationDataset, indices: Sequence[int], preprocess: Any) -> None:
-        self.dataset, self.indices, self.preprocess = dataset, list(indices), preprocess
+        super().__init__(dataset, indices)
+        self.preprocess = preprocess
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = self.indices[i]
-        try:
-            sample = self.dataset[index]
-        except (DatasetError, OSError, ValueError) as e:
-            return Skipped(index, str(e))
-        return self.preprocess(sample.image), torch.from_numpy(np.ascontiguousarray(sample.target))
+    def convert(self, image: Image.Image, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.preprocess(image), torch.from_numpy(np.ascontiguousarray(target))
 
 
 def collate(batch: list) -> tuple[torch.Tensor | None, torch.Tensor | None, list[Skipped]]:

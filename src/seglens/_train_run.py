@@ -171,6 +171,9 @@ def open_resume(run_dir: Path, config: TrainConfig | None, options: dict[str, An
     if "minutes" in changes:
         changes.setdefault("epochs", None)
     config = TrainConfig.from_dict({**stored, **changes})
+    for stale in run_dir.glob(".*.tmp-*"):  # a write that kill -9 cut short (atomic_open's temp files)
+        with contextlib.suppress(OSError):
+            stale.unlink()
     path = run_dir / "last.ckpt"
     if not path.is_file():
         raise TrainError(f"{run_dir}: no last.ckpt yet (the run stopped before its first checkpoint); start it again",

@@ -223,6 +223,11 @@ def score_dataset(
     if seg.tile is not None:
         raise ValueError("evaluation scores whole images: use a Segmenter without tile=")
     protocol = config.protocol or default_protocol(dataset.kind)
+    if seg.scale is not None:  # the network runs at a scale of the image: the native protocol's inputs
+        if config.protocol == "torchvision":
+            raise ValueError("scale= runs the network at a scale of each image, which the torchvision protocol's "
+                             "fixed 520-pixel resize excludes: use protocol='native'")  # fmt: skip
+        protocol = "native"
     if seg.reference_short_side is None:
         protocol = "native"
     n = len(seg.categories)

@@ -194,6 +194,7 @@ class _Trainer:
                 plan.replan(epoch, row["epoch_s"], book.elapsed)
                 if ctx.rank == 0:
                     book.save(model, optimizer, scaler, plan, epoch, 0)
+                    book.write_files()
                 self.emit(TrainEvent("epoch", book.epoch_line(row, plan), row))
                 if stopper.requested(ctx):
                     raise TrainInterrupted(
@@ -260,9 +261,11 @@ class _Trainer:
                 plan.advance(time.perf_counter() - t_wait, book.elapsed)
                 step_in_epoch += 1
                 if bar is not None:
-                    bar.update(1)
+                    if hasattr(bar, "set_description_str") and step_in_epoch == offset + 1 + 5:  # planned by now
+                        bar.set_description_str(f"epoch {epoch + 1}/{plan.epochs_text()}", refresh=False)
                     if hasattr(bar, "set_postfix_str"):
                         bar.set_postfix_str(meter.postfix(plan.lr(c.lr)), refresh=False)
+                    bar.update(1)
                 if flags[1]:
                     break
         finally:

@@ -25,7 +25,7 @@ from ._commands import (
     _cmd_serve,
 )
 from ._parser import _segmenter_configs, build_parser
-from ._train import cmd_train
+from ._train import cmd_bench_train, cmd_train
 
 __all__ = ["build_parser", "main"]
 
@@ -79,7 +79,7 @@ def _dispatch(args: argparse.Namespace, err) -> int:
     if args.command == "serve":
         return _cmd_serve(args, err)
     if args.command == "bench":
-        return _cmd_bench(args, err)
+        return cmd_bench_train(args, err) if args.train else _cmd_bench(args, err)
     if args.command == "export":
         return _cmd_export(args, err)
     if args.command == "eval":

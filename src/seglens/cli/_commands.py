@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from ..backends import BackendError
-from ..io import ImageLoadError, bundled_examples, find_images, load_image, write_json
+from ..io import ImageLoadError, bundled_examples, find_images, write_json
+from ..io.calibration import calibration_images
 from ..models import DEFAULT_MODEL, WeightsError, list_models, model_info
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_START, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -76,18 +77,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- segment
-
-
-def _calibration_images(folder: Path | None, limit: int = 16) -> list:
-    """Up to ``limit`` images for int8 calibration: from ``folder``, or the bundled examples."""
-    if folder is None:
-        paths = bundled_examples()
-    else:
-        found, problems = find_images([folder])
-        if not found:
-            raise ValueError(f"--calibrate {folder}: no images found ({'; '.join(r for _, r in problems)})")
-        paths = [f.path for f in found]
-    return [load_image(p) for p in paths[:limit]]
 
 
 # Library words -> this command's flags, in messages from seglens.pipeline ("tile=" -> "--tile").
@@ -205,9 +194,8 @@ def _cmd_export(args: argparse.Namespace, err) -> int:
         loaded = load_model(args.model, weights=args.weights, progress=not args.quiet, seed=args.seed)
         if args.precision == "int8":
             seg = Segmenter(loaded, device="cpu")
-            path = quantize_int8(
-                loaded, [seg.preprocess(im) for im in _calibration_images(args.calibrate)], out=args.out
-            )
+            images = calibration_images(args.calibrate, name="--calibrate ")
+            path = quantize_int8(loaded, [seg.preprocess(im) for im in images], out=args.out)
         else:
             path = export(loaded, args.format, out=args.out)
     except (WeightsError, BackendError, ValueError, ImageLoadError) as e:
@@ -336,7 +324,7 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
             ignore_index=args.ignore_index, mask_values=args.mask_values, limit=args.limit,
             protocol=args.protocol, tta=args.tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width,
             worst=max(0, args.worst), strict=args.strict, device=args.device, backend=args.backend,
-            precision=args.precision, calibration=args.calibrate, seed=args.seed,
+            precision=args.precision, calibration=args.calibrate, seed=args.seed, scale=args.segmenter_configs[0].scale,
         )  # fmt: skip
     except LabelProblemsError as e:
         err(f"error: {len(e.problems)} label problems; fix them or run without --strict to score anyway")

@@ -33,7 +33,7 @@ from ._argtypes import (
     _tta,
     _UsageError,
 )
-from ._train import add_train_parser
+from ._train import add_bench_train_flags, add_train_parser
 
 _MODEL_FLAGS = ("model", "weights", "device", "backend", "precision", "calibrate", "seed")
 
@@ -235,6 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
             "resolution; default for folder)"
         ),
     )
+    ev.add_argument(
+        "--resize",
+        choices=("weights", "none"),
+        default="weights",
+        help=(
+            "weights: the input-size rule of the weights (torchvision's: short side 520; a seglens train file's own; "
+            "default); none: each image at full resolution (native protocol)"
+        ),
+    )
+    ev.add_argument(
+        "--scale", type=_float, help="run the network on each image resized by this factor (native protocol)"
+    )
     ev.add_argument("--tta", type=_tta, help="test-time augmentation: 'flip' or 'scales=0.75,1.0,1.25[,flip]'")
     ev.add_argument(
         "--compare-tta", action="store_true", help="also score plain inference in the same run and report the gain"
@@ -275,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--work-dir", type=Path, help="where masks are written (default: a temporary folder, removed after)"
     )
+    add_bench_train_flags(be)
 
     ex = sub.add_parser(
         "export", parents=[common], help="export a model once for --backend onnxruntime/openvino (cached and reused)"
@@ -400,8 +413,10 @@ def _segmenter_configs(args: argparse.Namespace) -> list[SegmenterConfig]:
                 precision=args.precision, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap,
             )]  # fmt: skip
         if args.command == "eval":
+            scale = args.scale if args.scale is not None else (1.0 if args.resize == "none" else None)
             return [SegmenterConfig(args.model, weights=args.weights, device=args.device, progress=not args.quiet,
-                                    seed=args.seed, backend=args.backend, precision=args.precision)]  # fmt: skip
+                                    seed=args.seed, backend=args.backend, precision=args.precision,
+                                    scale=scale)]  # fmt: skip
         if args.command == "serve":
             return [SegmenterConfig(n, weights=args.weights, device=args.device, max_pixels=args.max_pixels,
                                     progress=not args.quiet, seed=args.seed)

@@ -21,11 +21,12 @@ _FLAGS = {"dataset": "--dataset", "classes": "--classes", "eval_report": "--no-r
 
 
 def _values(text: str) -> tuple[int, ...]:
+    from ..datasets import parse_mask_values
+
     try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,255, got {text!r}") from None
-    return values
+        return parse_mask_values(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -187,4 +188,52 @@ def cmd_train(args: argparse.Namespace, err) -> int:
     if result.best_miou is not None:
         scores = f": val mIoU {result.best_miou:.2f}, pixel acc {result.best_pixel_acc:.2f}"
     print(f"best epoch {result.best_epoch} of {result.epochs}{scores} -> {result.best_weights}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- seglens bench --train
+
+
+def add_bench_train_flags(be: argparse.ArgumentParser) -> None:
+    g = be.add_argument_group("training speed (--train)")
+    g.add_argument("--train", action="store_true",
+                   help="time training instead of inference: torchvision's reference loop vs seglens train, "
+                        "same model, batch, crop and steps (--images = training images)")  # fmt: skip
+    g.add_argument("--masks", type=Path, help="--train: the training masks (matched to --images by file name)")
+    g.add_argument("--classes", type=Path, help="--train: class names, one per line")
+    g.add_argument("--ignore-index", type=int, default=255, help="--train: the void label (default: 255)")
+    g.add_argument("--steps", type=_positive_int, default=20, help="--train: optimiser steps per loop (default: 20)")
+    g.add_argument("--crop", type=_positive_int, default=480, help="--train: crop side (default: 480)")
+    g.add_argument("-b", "--batch-size", type=_positive_int, default=8, help="--train: batch (default: 8)")
+    g.add_argument("--train-workers", type=int, default=2, help="--train: DataLoader workers (default: 2)")
+
+
+def cmd_bench_train(args: argparse.Namespace, err) -> int:
+    import tempfile
+
+    from .._bench_train import train_speed
+    from ..datasets import DatasetError
+
+    if args.images is None or args.masks is None or args.classes is None:
+        err("error: seglens bench --train needs --images DIR --masks DIR --classes FILE")
+        return EXIT_CANNOT_START
+    model = args.model
+    with tempfile.TemporaryDirectory(prefix="seglens-bench-train-") as tmp:
+        try:
+            rows = train_speed(str(args.images), str(args.masks), classes=str(args.classes),
+                               ignore_index=args.ignore_index, model=model, batch_size=args.batch_size,
+                               crop=args.crop, steps=args.steps, workers=args.train_workers,
+                               out=Path(tmp) / "run")  # fmt: skip
+        except (TrainError, DatasetError, ValueError) as e:
+            err(f"error: {e}")
+            return EXIT_CANNOT_START
+    print(f"training speed: {model}, batch {args.batch_size}, crop {args.crop}, {args.steps} steps each")
+    print(f"{'loop':<24}{'steps':>6}{'img/s':>9}{'data wait':>11}{'vs reference':>14}")
+    for r in rows:
+        print(f"{r['loop']:<24}{r['steps']:>6}{r['images_per_s']:>9.2f}{r['data_wait_pct']:>10.1f}%"
+              f"{r['vs_reference']:>13.2f}x")  # fmt: skip
+    if args.json:
+        from ..io import write_json
+
+        write_json(args.json, rows)
     return EXIT_OK

@@ -19,10 +19,10 @@ from ..io import (
     IMAGE_EXTENSIONS,
     ImageLoadError,
     InputImage,
-    bundled_examples,
     find_images,
     load_image,
 )
+from ..io.calibration import calibration_images
 from ..models import DEFAULT_MODEL
 from ..video import MASK_FORMATS, VIDEO_SUFFIXES, VideoError, is_video
 from ._files import (
@@ -271,24 +271,10 @@ def _discover(inputs, out: Path) -> tuple[list[InputImage], list[InputImage], li
     return images, videos, problems
 
 
-def _calibration_images(calibration, limit: int = 16) -> list:
-    """int8 calibration images: a folder's (or the bundled examples'), or the images given."""
-    if calibration is not None and not isinstance(calibration, (str, os.PathLike)):
-        return list(calibration)
-    if calibration is None:
-        paths = bundled_examples()
-    else:
-        found, problems = find_images([calibration])
-        if not found:
-            raise ValueError(f"calibration={calibration}: no images found ({'; '.join(r for _, r in problems)})")
-        paths = [f.path for f in found]
-    return [load_image(p) for p in paths[:limit]]
-
-
 def _build(model: str, weights: StrPath, opts: dict, confidence: bool, bars: _Bars):
     from ..inference import Segmenter
 
-    calibration = _calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
+    calibration = calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
     return Segmenter(
         model, weights=weights, device=opts["device"], progress=bars.factory is not None, seed=opts["seed"],
         backend=opts["backend"], precision=opts["precision"], calibration=calibration, batch_size=opts["batch_size"],
