@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 
 from .datasets import open_dataset
 
-__all__ = ["ReferenceRun", "reference_train", "train_speed"]
+__all__ = ["reference_train", "reference_transform", "train_speed"]
 
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -55,10 +55,6 @@ def reference_transform(*, crop: int, ignore_index: int, base_size: int = 520) -
     ])  # fmt: skip
 
 
-class ReferenceRun(dict):
-    """``images``, ``steps``, ``seconds``, ``images_per_s``, ``data_wait_pct``, ``losses``."""
-
-
 def reference_train(
     images: str,
     masks: str,
@@ -74,10 +70,14 @@ def reference_train(
     workers: int = 2,
     seed: int = 0,
     save: str | Path | None = None,
-) -> ReferenceRun:
+) -> dict[str, Any]:
     """Train like torchvision's reference for ``steps`` steps or ``minutes`` (the polynomial
     schedule over the steps that fit, estimated from the first 5, as a user with a time limit
-    would set ``--epochs``); optionally ``torch.save`` the state dict to ``save``."""
+    would set ``--epochs``); optionally ``torch.save`` the state dict to ``save``.
+
+    Returns:
+        ``images``, ``steps``, ``seconds``, ``images_per_s``, ``data_wait_pct``, ``losses``.
+    """
     from torchvision.models import get_model
 
     torch.manual_seed(seed)
@@ -126,7 +126,7 @@ def reference_train(
     seconds = time.perf_counter() - start
     if save is not None:
         torch.save({k: v for k, v in net.state_dict().items()}, save)
-    return ReferenceRun(images=images_seen, steps=done, seconds=round(seconds, 3),
+    return dict(images=images_seen, steps=done, seconds=round(seconds, 3),
                         images_per_s=round(images_seen / seconds, 3), data_wait_pct=round(100 * waited / seconds, 2),
                         losses=losses)  # fmt: skip
 

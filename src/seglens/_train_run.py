@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import math
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,14 +34,6 @@ _FATAL = frozenset({"out_of_range", "size_mismatch", "binary_mask", "rgb_mask"})
 _RESUME_OVERRIDES = ("epochs", "minutes", "device", "workers", "eval_report")
 _WARMUP_START = 0.01  # torchvision's --lr-warmup-decay: warm-up starts at 1% of the LR
 _POLY_POWER = 0.9  # torchvision's PolynomialLR power in references/segmentation
-
-
-def bar_factory(progress: bool | Callable[..., Any] | None) -> Callable[..., Any] | None:
-    if progress is True:
-        from tqdm import tqdm
-
-        return functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True)
-    return progress or None
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -331,8 +321,6 @@ def subset(dataset: SegmentationDataset, indices: list[int]) -> SegmentationData
     """The dataset restricted to ``indices`` (for the report on a held-out fraction)."""
     if len(indices) == len(dataset) and indices == list(range(len(dataset))):
         return dataset
-    if hasattr(dataset, "subset"):
-        return dataset.subset(indices)
     part = copy.copy(dataset)
     part._items = [dataset._items[i] for i in indices]
     part.unmatched = ()
@@ -380,7 +368,8 @@ class Plan:
             return
         self._times.append(seconds)
         if len(self._times) >= min(6, self.per_epoch):
-            step_s = sorted(self._times[1:] or self._times)[len(self._times[1:] or self._times) // 2]
+            times = sorted(self._times[1:] or self._times)  # the first step pays for warm-up
+            step_s = times[len(times) // 2]
             batch = self.config.batch_size
             epoch_s = step_s * self.per_epoch + 0.5 * step_s / batch * self.n_val
             left = self.config.minutes * 60 - elapsed_before

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import _train_run as run
+from ._eval_options import _bar_factory
 from ._logits import upsample_argmax
 from ._train_config import TrainConfig, TrainDiverged, TrainError, TrainEvent, TrainInterrupted, TrainResult
 from ._train_data import Augment, EpochSampler, TrainItems, ValItems, collate, ignore_sigint
@@ -86,7 +87,7 @@ def train(
             config = replace(config, **options)
         state = None
     emit = on_event or (lambda event: None)
-    bars = run.bar_factory(progress)
+    bars = _bar_factory(progress)  # the one tqdm-or-factory rule, as evaluate()
     ctx = run.DistContext.start(config.device)
     try:
         return _Trainer(config, state, ctx, emit, bars, resume).fit()
