@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision.models import get_model, get_model_weights
 
+from tests._s3 import s3_server  # noqa: F401 - the S3 server fixture, shared by every test module
+
 PHOTOS = ("astronaut", "chelsea", "coffee")
 
 
@@ -104,3 +106,23 @@ def live_server(app, *, backlog: int = 2048, **config) -> Iterator[str]:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@pytest.fixture
+def ray_instance(s3_server):
+    """A local Ray instance (4 logical CPUs) shared by the Ray tests: started by the first test
+    that asks for it, and again after a test that needed a cluster of its own shut it down.
+
+    It depends on the S3 server (tests/_s3.py) so that the server's environment is set before
+    Ray starts: Ray's workers inherit it.
+    """
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    from seglens import _cluster
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+        )  # fmt: skip
+    _cluster.quiet()
+    return ray

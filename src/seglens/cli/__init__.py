@@ -24,7 +24,7 @@ from ._commands import (
     _cmd_segment,
     _cmd_serve,
 )
-from ._parser import _segmenter_configs, build_parser
+from ._parser import _segmenter_configs, build_parser, engine_options
 from ._train import cmd_bench_train, cmd_train
 
 __all__ = ["build_parser", "main"]
@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.segmenter_configs = _segmenter_configs(args)
+        args.engine_options = engine_options(args) if hasattr(args, "engine") else {}
     except _UsageError as e:
         err(f"error: {e}")
         return EXIT_CANNOT_START

@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._cluster import ENGINES
 from .._version import __version__
 from ..config import BACKEND_PRECISIONS, ConfigError, SegmenterConfig
 
@@ -65,6 +66,39 @@ def _add_model_flags(p: argparse.ArgumentParser, flags: Sequence[str] = _MODEL_F
         p.add_argument(*names, **{**kwargs, **changes.get(flag, {})})
 
 
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """--engine and the Ray pool's flags (seglens._cluster has the sizing rule)."""
+    g = p.add_argument_group("engine", "run on a Ray cluster (pip install 'seglens[ray]'; README: Cluster scale)")
+    g.add_argument(
+        "--engine", choices=ENGINES, default="local",
+        help="local: this process (default); ray: a pool of Ray Data actors, each holding the model",
+    )  # fmt: skip
+    g.add_argument(
+        "--ray-address",
+        help="local (start Ray on this machine), auto (the cluster `ray start` runs here), ray://HOST:PORT or "
+        "HOST:PORT (default: $RAY_ADDRESS, else local)",
+    )
+    g.add_argument(
+        "--ray-workers", metavar="MIN:MAX",
+        help="actors in the pool, N or MIN:MAX (default: 1 to one per GPU, or one per 4 CPUs)",
+    )  # fmt: skip
+    g.add_argument("--cpus-per-worker", type=float, help="CPUs each actor asks for (default: see README)")
+    g.add_argument("--gpus-per-worker", type=float, help="GPUs each actor asks for, e.g. 0.5 (default: 0)")
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """segment()/evaluate() keywords of the engine flags (none for the local engine)."""
+    if args.engine == "local":
+        given = [f for f in ("ray_address", "ray_workers", "cpus_per_worker", "gpus_per_worker") if getattr(args, f)]
+        if given:
+            raise _UsageError(f"--{given[0].replace('_', '-')} needs --engine ray")
+        return {}
+    return {
+        "engine": "ray", "ray_address": args.ray_address, "ray_workers": args.ray_workers,
+        "cpus_per_worker": args.cpus_per_worker, "gpus_per_worker": args.gpus_per_worker,
+    }  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -80,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="image and video files, folders (searched recursively), glob patterns or http(s) image URLs",
     )
-    seg.add_argument("-o", "--out", type=Path, default=Path("seglens_out"), help="output folder (default: %(default)s)")
+    seg.add_argument(
+        "-o", "--out", default="seglens_out",
+        help="output folder, or an object-store URI with --engine ray, e.g. s3://bucket/prefix (default: %(default)s)",
+    )  # fmt: skip
     _add_model_flags(
         seg,
         model={"help": "one of: " + ", ".join(list_models()) + " (default: %(default)s), or hf:<repo-or-folder> "
@@ -186,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--workers", type=int, default=2, help="threads reading images ahead of the model (default: 2; 0: none)"
     )
+    _add_engine_flags(seg)
 
     ev = sub.add_parser(
         "eval", parents=[common], help="score a model on a labelled dataset; write metrics.json, report.md, report.html"
@@ -260,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="band around ground-truth boundaries, in pixels (default: 5)",
     )
+    _add_engine_flags(ev)
 
     be = sub.add_parser("bench", parents=[common], help="time configurations side by side against the seed's naive way")
     _add_model_flags(

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
 import os
 import sys
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .._version import __version__
+from .._cluster import check_engine, parse_workers, require_ray
 from ..io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
-    ImageLoadError,
     InputImage,
     find_images,
-    load_image,
 )
 from ..io.calibration import calibration_images
 from ..models import DEFAULT_MODEL
@@ -35,17 +31,16 @@ from ._files import (
     VIDEO_KINDS,
     Journal,
     RunSummary,
-    image_entry,
     previous_entries,
     remove_stale_temporaries,
     reserve_video_names,
     reuse,
     unique_names,
     video_output_names,
-    write_outputs,
     write_summary,
 )  # fmt: skip
-from ._warnings import capture, routing
+from ._images import ImageWork, Item, settings_of
+from ._warnings import routing
 
 __all__ = ["RunError", "RunEvent", "RunInterrupted", "segment"]
 
@@ -60,6 +55,8 @@ _RUN_OPTIONS = {
     "alpha": 0.5, "low_confidence": 0.5, "max_pixels": DEFAULT_MAX_PIXELS, "url_timeout": 30.0, "url_max_mb": 50.0,
     "vid_stride": 1, "mask_format": "png", "workers": 2, "writers": 1, "strict": False,
 }  # fmt: skip
+# Options of engine="ray" (see seglens._cluster): None takes its sizing rule.
+_RAY_OPTIONS = {"ray_address": None, "ray_workers": None, "cpus_per_worker": None, "gpus_per_worker": None}
 
 
 class RunError(ValueError):
@@ -112,6 +109,7 @@ def segment(
     progress: bool | Callable[..., Any] | None = None,
     segmenter=None,
     on_event: Callable[[RunEvent], None] | None = None,
+    engine: str = "local",
     **options: Any,
 ) -> RunSummary:
     """Segment images and videos into ``out``: masks, overlays, figures, ``summary.json``.
@@ -171,11 +169,12 @@ def segment(
         RunInterrupted: Ctrl-C; the summary of what was done is written first.
         seglens.models.WeightsError, ValueError: the model cannot be built, or a bad option.
     """
-    opts = _options(options, segmenter)
+    check_engine(engine)
+    opts = _options(options, segmenter, engine)
     image_outputs, video_outputs = _outputs(outputs)
     emit = on_event or (lambda event: None)
-    out = Path(out)
-    images, videos, problems = _discover(inputs, out)
+    remote = _remote_out(out, engine)
+    images, videos, problems = _discover(inputs, None if remote else Path(out), engine)
     if not images and not videos:
         detail = "; ".join(f"{source}: {reason}" for source, reason in problems)
         raise RunError(
@@ -193,43 +192,95 @@ def segment(
             )
         )
     bars = _Bars(progress)
-    seg = segmenter if segmenter is not None else _build(model, weights, opts, "confidence" in image_outputs, bars)
+    if engine == "ray":
+        cluster = _ray_images(model, weights, opts, image_outputs, remote or str(out), segmenter)
+        described = cluster.describe()
+        settings, meaningful, tag = described["settings"], described["meaningful"], described["weights_tag"]
+        seg, run_images = None, cluster.run
+        emit(RunEvent("note", None, f"Ray: {cluster.pool.describe()}"))
+    else:
+        seg = segmenter if segmenter is not None else _build(model, weights, opts, "confidence" in image_outputs, bars)
+        settings, meaningful, tag, run_images = settings_of(seg), seg.loaded.meaningful, seg.loaded.weights_tag, None
+    out = _staging(remote) if remote else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create output folder {out} ({e.strerror or e}); choose another out=") from None
-    if not seg.loaded.meaningful:
+    if not meaningful:
         emit(
             RunEvent(
-                "warning",
-                None,
-                f"weights are a {seg.loaded.weights_tag}: the masks show the pipeline works, not what is in the images",
+                "warning", None, f"weights are a {tag}: the masks show the pipeline works, not what is in the images"
             )
         )
-    settings = {
-        "seglens_version": __version__, "model": seg.loaded.name,
-        "weights": seg.loaded.weights, "weights_tag": seg.loaded.weights_tag, "weights_sha256": seg.loaded.sha256,
-        "device": str(seg.device),
-        "batch_size": seg.batch_size, "backend": seg.backend, "precision": seg.precision, "scale": seg.scale,
-        "tile": seg.tile, "overlap": seg.overlap if seg.tile else None,
-    }  # fmt: skip
     run = _Run(seg, out, settings, opts, image_outputs=image_outputs, video_outputs=video_outputs, bars=bars, emit=emit)
+    run.remote, run.run_images = remote, run_images
     return run.execute(images, videos, problems, skip_existing=skip_existing)
 
 
-def _options(options: dict, segmenter) -> dict:
-    unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_RUN_OPTIONS))
+def _remote_out(out, engine: str) -> str | None:
+    """``out`` when it is an object-store URI (the Ray engine only), else None."""
+    text = os.fspath(out) if isinstance(out, (str, os.PathLike)) else out
+    if not (isinstance(text, str) and "://" in text):
+        return None
+    from ..io.storage import is_uri
+
+    if not is_uri(text):
+        return None
+    if engine != "ray":
+        raise RunError(f"out={text}: object-store outputs are written by engine='ray' (--engine ray)")
+    return text.rstrip("/")
+
+
+def _staging(uri: str) -> Path:
+    """Where the driver keeps the summary and journal of a run into ``uri`` before uploading
+    them: a folder per URI under the user's cache, so a killed driver's rerun finds its journal."""
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seglens" / "runs"
+    return base / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def _ray_images(model, weights, opts: dict, image_outputs, out: str, segmenter):
+    if segmenter is not None:
+        raise ValueError("segmenter= runs in this process; engine='ray' builds one per worker from model= and weights=")
+    from ._ray import RayImages
+
+    model_options = {k: opts[k] for k in _MODEL_OPTIONS}
+    model_options["max_pixels"] = opts["max_pixels"]
+    if isinstance(model_options["calibration"], (str, os.PathLike)):
+        model_options["calibration"] = os.fspath(model_options["calibration"])
+    run_opts = {k: opts[k] for k in _RUN_OPTIONS}
+    spec = {"model": model, "weights": os.fspath(weights), "model_options": model_options, "opts": run_opts,
+            "outputs": list(image_outputs), "out": out}  # fmt: skip
+    return RayImages(
+        spec, address=opts["ray_address"], workers=opts["ray_workers"],
+        cpus_per_worker=opts["cpus_per_worker"], gpus_per_worker=opts["gpus_per_worker"],
+    )  # fmt: skip
+
+
+def _options(options: dict, segmenter, engine: str = "local") -> dict:
+    unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_RUN_OPTIONS) - set(_RAY_OPTIONS))
     if unknown:
         raise TypeError(
             f"segment() got unknown options {', '.join(unknown)}; "
-            f"options: {', '.join([*_MODEL_OPTIONS, *_RUN_OPTIONS])}"
+            f"options: {', '.join([*_MODEL_OPTIONS, *_RUN_OPTIONS, *_RAY_OPTIONS])}"
         )
     if segmenter is not None and set(options) & set(_MODEL_OPTIONS):
         raise ValueError(
             f"{', '.join(f'{k}=' for k in sorted(set(options) & set(_MODEL_OPTIONS)))}: "
             "a given segmenter= is used as it is; build it with these instead"
         )
-    opts = {**_MODEL_OPTIONS, **_RUN_OPTIONS, **options}
+    if engine != "ray" and set(options) & set(_RAY_OPTIONS):
+        raise ValueError(
+            f"{', '.join(f'{k}=' for k in sorted(set(options) & set(_RAY_OPTIONS)))}: for engine='ray' only"
+        )
+    opts = {**_MODEL_OPTIONS, **_RUN_OPTIONS, **_RAY_OPTIONS, **options}
+    if engine == "ray":  # refused before Ray starts
+        parse_workers(opts["ray_workers"])
+        for key in ("cpus_per_worker", "gpus_per_worker"):
+            if opts[key] is not None and not (isinstance(opts[key], (int, float)) and opts[key] >= 0):
+                raise ValueError(f"{key}= must be a number >= 0, got {opts[key]!r}")
+        require_ray()
     if segmenter is not None and "max_pixels" not in options:
         opts["max_pixels"] = segmenter.max_pixels
     for key in ("alpha", "low_confidence"):
@@ -259,16 +310,52 @@ def _outputs(outputs: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str,
     return kinds, tuple(k for k in kinds if k in VIDEO_KINDS)
 
 
-def _discover(inputs, out: Path) -> tuple[list[InputImage], list[InputImage], list[tuple[str, str]]]:
+def _discover(
+    inputs, out: Path | None, engine: str
+) -> tuple[list[InputImage], list[InputImage], list[tuple[str, str]]]:
     if isinstance(inputs, (str, os.PathLike, InputImage)):
         inputs = [inputs]
     given = [x for x in inputs if isinstance(x, InputImage)]
     rest = [x for x in inputs if not isinstance(x, InputImage)]
-    found, problems = find_images(rest, suffixes=IMAGE_EXTENSIONS | VIDEO_SUFFIXES, exclude=[out]) if rest else ([], [])
+    uris = [x for x in rest if isinstance(x, str) and _is_uri(x)]
+    rest = [x for x in rest if not (isinstance(x, str) and _is_uri(x))]
+    exclude = [out] if out is not None else []
+    found, problems = (
+        find_images(rest, suffixes=IMAGE_EXTENSIONS | VIDEO_SUFFIXES, exclude=exclude) if rest else ([], [])
+    )
+    for uri in uris:
+        if engine != "ray":
+            problems.append((uri, "object-store URIs are read by engine='ray' (--engine ray)"))
+            continue
+        listed, problem = _list_uri(uri)
+        found += listed
+        if problem:
+            problems.append((uri, problem))
     items = given + found
-    videos = [f for f in items if not f.is_url and is_video(f.path)]
-    images = [f for f in items if f.is_url or not is_video(f.path)]
+    videos = [f for f in items if not f.is_url and not _is_uri(str(f.path)) and is_video(f.path)]
+    images = [f for f in items if f not in videos]
     return images, videos, problems
+
+
+def _is_uri(text: str) -> bool:
+    if "://" not in text:
+        return False
+    from ..io.storage import is_uri
+
+    return is_uri(text)
+
+
+def _list_uri(uri: str) -> tuple[list[InputImage], str | None]:
+    """The images under an object-store URI (named like a folder's files), or why there are none."""
+    from ..io.storage import StorageError, list_files, relative_name
+
+    try:
+        files = list_files(uri, IMAGE_EXTENSIONS)
+    except StorageError as e:
+        return [], e.reason
+    if not files:
+        return [], f"no images under {uri} (suffixes {', '.join(sorted(IMAGE_EXTENSIONS))})"
+    return [InputImage(f, relative_name(uri, f)) for f in files], None
 
 
 def _build(model: str, weights: StrPath, opts: dict, confidence: bool, bars: _Bars):
@@ -319,18 +406,6 @@ class _Bars:
             self._windows = None
 
 
-@dataclass
-class _Item:
-    index: int
-    image: InputImage
-    paths: dict[str, Path]
-    warnings: list[str] = field(default_factory=list)  # filled by the reading thread (capture)
-
-
-def _reason(e: BaseException) -> str:
-    return getattr(e, "reason", None) or str(e) or type(e).__name__
-
-
 class _Run:
     """One run's state; everything but the reading and encoding happens in the calling thread."""
 
@@ -342,8 +417,10 @@ class _Run:
         self.bars, self.emit = bars, emit
         self.journal = Journal(out)
         self.done: dict[int, dict] = {}  # input index -> entry: the summary keeps input order
-        self.failures: list[dict] = []
+        self.failures: list[tuple[int, dict]] = []  # (input index, -1 for discovery; failure): sorted at the end
         self.segmented = self.skipped = 0
+        self.remote: str | None = None  # an object-store URI the outputs go to (out is then a staging folder)
+        self.run_images = None  # the Ray engine's RayImages.run; None: ImageWork here
 
     # ------------------------------------------------------------ the run
 
@@ -362,21 +439,26 @@ class _Run:
         ]
         remove_stale_temporaries(finals)
         journal_options = {k: self.opts[k] for k in ("alpha", "low_confidence", "mask_format", "vid_stride")}
+        if skip_existing and self.remote:
+            from ..io.storage import download_file
+
+            download_file(f"{self.remote}/{SUMMARY_JSON}", self.out / SUMMARY_JSON)
         previous = previous_entries(self.out, self.settings, journal_options) if skip_existing else {}
-        self.failures = [{"input": s, "error": r} for s, r in problems]
+        self.failures = [(-1, {"input": s, "error": r}) for s, r in problems]
 
         todo = []
+        there = self._existing(names) if skip_existing else set()
         for i, (img, name) in enumerate(zip(images, names)):
             paths = {k: self.out / (name + SUFFIX[k]) for k in self.image_outputs}
             entry = None
-            if skip_existing and all(p.is_file() for p in paths.values()):
+            if skip_existing and all(p in there for p in paths.values()):
                 entry = reuse(
                     previous.get(img.label), {k: p.relative_to(self.out).as_posix() for k, p in paths.items()}
                 )
             if entry is not None:
                 self._skip(i, entry)
             else:
-                todo.append(_Item(i, img, paths))
+                todo.append(Item(i, dataclasses.replace(img, name=name), paths))
         skipped_images = self.skipped
         for j, video in enumerate(videos):
             rels = {k: video_output_names(video.name, mask_format)[k] for k in self.video_outputs}
@@ -401,14 +483,33 @@ class _Run:
         finally:
             self.journal.close()
             summary = RunSummary(
-                items=tuple(self.done[i] for i in sorted(self.done)), failures=tuple(self.failures),
-                settings=self.settings, out=self.out, segmented=self.segmented, skipped=self.skipped,
+                items=tuple(self.done[i] for i in sorted(self.done)), failures=self._failures(),
+                settings=self.settings, out=self.remote or self.out, segmented=self.segmented, skipped=self.skipped,
             )  # fmt: skip
             write_summary(self.out, summary)
+            if self.remote:
+                self._upload_summary()
             self.journal.remove()  # summary.json now holds all it did
         if interrupted:
             raise RunInterrupted(summary)
         return summary
+
+    def _existing(self, names: Sequence[str]) -> set[Path]:
+        """The image outputs of ``names`` that exist (in the output folder or object store)."""
+        paths = [self.out / (n + SUFFIX[k]) for n in names for k in self.image_outputs]
+        if not self.remote:
+            return {p for p in paths if p.is_file()}
+        from ..io.storage import exists, join
+
+        uris = {join(self.remote, p.relative_to(self.out).as_posix()): p for p in paths}
+        return {uris[u] for u in exists(list(uris))}
+
+    def _upload_summary(self) -> None:
+        """summary.json and summary.csv to the object store (the journal stays in the staging folder)."""
+        from ..io.storage import upload_file
+
+        for name in (SUMMARY_JSON, SUMMARY_CSV):
+            upload_file(self.out / name, f"{self.remote}/{name}")
 
     def _skip(self, index: int, entry: dict) -> None:
         self.done[index] = entry
@@ -421,85 +522,48 @@ class _Run:
         self.journal.add(entry)
         self.emit(RunEvent("done", entry["input"]))
 
-    def _fail(self, source: str, reason: str, warnings: Sequence[str] = ()) -> None:
-        self.failures.append({"input": source, "error": reason} | ({"warnings": list(warnings)} if warnings else {}))
+    def _failures(self) -> tuple[dict, ...]:
+        """The failures in input order (discovery's first), whichever engine finished them first."""
+        return tuple(f for _, f in sorted(self.failures, key=lambda t: t[0]))
+
+    def _fail(self, index: int, source: str, reason: str, warnings: Sequence[str] = ()) -> None:
+        failure = {"input": source, "error": reason} | ({"warnings": list(warnings)} if warnings else {})
+        self.failures.append((index, failure))
         self.emit(RunEvent("failed", source, reason))
 
-    def _warned(self, item: _Item) -> None:
+    def _warned(self, item: Item) -> None:
         for text in item.warnings:
             self.emit(RunEvent("item_warning", item.image.label, text))
 
     # ------------------------------------------------------------ images
 
-    def _load(self, item: _Item):
-        """Read one image (in a reading thread), its Python warnings kept with the item."""
-        o = self.opts
-        with capture(item.warnings):
-            # check_size: shapes the model cannot take are refused from the header, before decoding
-            return load_image(
-                item.image.path, max_pixels=o["max_pixels"], url_timeout=o["url_timeout"],
-                url_max_bytes=round(o["url_max_mb"] * 2**20), check_size=self.seg.check_size,
-            )  # fmt: skip
-
-    def _write(self, item: _Item, result) -> dict:
-        """Encode and write one image's outputs (in a writer thread); its summary entry."""
-        img = item.image
-        low = self.opts["low_confidence"] if "confidence" in self.image_outputs else 0.0
-        write_outputs(result, item.paths, self.opts["alpha"], img.label if img.is_url else Path(img.path).name, low)
-        return image_entry(img, result, item.paths, self.out, item.warnings)
-
-    def _collect(self, item: _Item, future) -> None:
-        self._warned(item)
-        try:
-            entry = future.result()
-        except OSError as e:
-            self._fail(
-                item.image.label,
-                f"cannot write outputs ({e}); check free space and permissions of {self.out}",
-                item.warnings,
-            )
-            return
-        self._finished(item.index, entry)
-
-    def _images(self, todo: list[_Item], total: int, skipped: int) -> None:
+    def _images(self, todo: list[Item], total: int, skipped: int) -> None:
         if not total:
             return
-        writers = self.opts["writers"]
         bar = self.bars.open(total=total, initial=skipped, unit="img", desc="segment")
-        pool = ThreadPoolExecutor(writers, thread_name_prefix="seglens-write") if writers else None
-        pending: deque = deque()  # (item, future) being written, in input order
+        callbacks = {"done": self._image_done, "failed": self._image_failed, "step": lambda: bar.update(1)}
+        if self.run_images is not None:
+            try:
+                self.run_images(todo, **callbacks)
+            finally:
+                bar.close()
+            return
         windows = self.seg.window_progress
         if windows is None and self.bars.factory is not None:
             self.seg.window_progress = self.bars.windows  # a given segmenter: restored below
         try:
-            stream = self.seg.stream(
-                todo, self._load, workers=self.opts["workers"], prefetch=max(8, 2 * self.seg.batch_size)
-            )
-            with contextlib.closing(stream):
-                for item, result in stream:
-                    if isinstance(result, Exception):
-                        if self.opts["strict"] and not isinstance(result, (ImageLoadError, ValueError)):
-                            raise result
-                        self._warned(item)
-                        self._fail(item.image.label, _reason(result), item.warnings)
-                        bar.update(1)
-                        continue
-                    if pool is None:
-                        self._collect(item, _Now(self._write, item, result))
-                        bar.update(1)
-                        continue
-                    pending.append((item, pool.submit(self._write, item, result)))
-                    while pending and (pending[0][1].done() or len(pending) > 2 * writers):  # results hold whole images
-                        self._collect(*pending.popleft())
-                        bar.update(1)
+            ImageWork(self.seg, self.out, self.opts, self.image_outputs).run(todo, **callbacks)
         finally:
-            while pending:  # every started write completes (or fails) before the summary
-                self._collect(*pending.popleft())
-                bar.update(1)
-            if pool is not None:
-                pool.shutdown(wait=True)
             bar.close()
             self.seg.window_progress = windows
+
+    def _image_done(self, item: Item, entry: dict) -> None:
+        self._warned(item)
+        self._finished(item.index, entry)
+
+    def _image_failed(self, item: Item, why: str) -> None:
+        self._warned(item)
+        self._fail(item.index, item.image.label, why, item.warnings)
 
     # ------------------------------------------------------------ videos
 
@@ -509,14 +573,17 @@ class _Run:
         from ..video import probe, segment_video
 
         label = video.label
+        if self.run_images is not None:
+            self._fail(index, label, "videos are segmented by the local engine only; run them without --engine ray")
+            return
         if not self.video_outputs:
-            self._fail(label, "nothing to write for a video; add overlay and/or mask to outputs=")
+            self._fail(index, label, "nothing to write for a video; add overlay and/or mask to outputs=")
             return
         o = self.opts
         try:
             info = probe(video.path)
         except VideoError as e:
-            self._fail(label, e.reason)
+            self._fail(index, label, e.reason)
             return
         total = -(-info.frames // o["vid_stride"]) if info.frames else None
         bar = self.bars.open(total=total, unit="frame", desc=Path(video.path).name)
@@ -526,28 +593,13 @@ class _Run:
                 alpha=o["alpha"], mask_format=o["mask_format"], progress=bar.update, workers=o["workers"],
             )  # fmt: skip
         except VideoError as e:
-            self._fail(label, e.reason)
+            self._fail(index, label, e.reason)
             return
         except OSError as e:
-            self._fail(label, f"cannot write outputs ({e}); check free space and permissions of {self.out}")
+            self._fail(index, label, f"cannot write outputs ({e}); check free space and permissions of {self.out}")
             return
         finally:
             bar.close()
         self._finished(index, entry)
         if entry.get("error"):
-            self._fail(label, entry["error"])
-
-
-class _Now:
-    """A finished 'future' for writing in the calling thread (writers=0)."""
-
-    def __init__(self, fn, *args) -> None:
-        try:
-            self._value, self._error = fn(*args), None
-        except OSError as e:
-            self._value, self._error = None, e
-
-    def result(self):
-        if self._error is not None:
-            raise self._error
-        return self._value
+            self._fail(index, label, entry["error"])
