@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._cluster import check_engine
 from .evaltypes import TTA, EvalConfig
 from .inference import Segmenter
 from .io.calibration import calibration_images
@@ -23,6 +24,9 @@ _DATA_OPTIONS = {"split": "val", "images": None, "masks": None, "classes": None,
                  "mask_values": None, "limit": None}  # fmt: skip
 _CONFIG_OPTIONS = {"protocol": None, "tta": None, "compare_tta": False, "boundary_width": 5, "worst": 8}
 _RUN_OPTIONS = {"strict": False, "check_labels": True}
+# Where the images are scored: here, or on a Ray cluster (see seglens._cluster; None: its sizing rule).
+_ENGINE_OPTIONS = {"engine": "local", "ray_address": None, "ray_workers": None, "cpus_per_worker": None,
+                   "gpus_per_worker": None}  # fmt: skip
 
 
 def _options(
@@ -39,11 +43,13 @@ def _options(
 
     Raises:
         TypeError: an unknown option. ValueError: an option given beside what replaces it
-            (``segmenter=``, ``config=``, a dataset object).
+            (``segmenter=``, ``config=``, a dataset object), an unknown engine, Ray options
+            without ``engine="ray"``, ``segmenter=`` with it.
     """
-    unknown = sorted(set(options) - set(_MODEL_OPTIONS) - set(_DATA_OPTIONS) - set(_CONFIG_OPTIONS) - set(_RUN_OPTIONS))
+    groups = (_DATA_OPTIONS, _CONFIG_OPTIONS, _RUN_OPTIONS, _MODEL_OPTIONS, _ENGINE_OPTIONS)
+    unknown = sorted(set(options).difference(*groups))
     if unknown:
-        allowed = [*_DATA_OPTIONS, *_CONFIG_OPTIONS, *_RUN_OPTIONS, *_MODEL_OPTIONS]
+        allowed = [k for group in groups for k in group]
         raise TypeError(f"evaluate() got unknown options {', '.join(unknown)}; options: {', '.join(allowed)}")
     model_args = (
         ["model"] * (model != DEFAULT_MODEL)
@@ -57,7 +63,14 @@ def _options(
         dataset_given,
         [k for k in _DATA_OPTIONS if k in options] + (["root"] if root is not None else []),
     )
-    return {**_MODEL_OPTIONS, **_DATA_OPTIONS, **_CONFIG_OPTIONS, **_RUN_OPTIONS, **options}
+    engine = options.get("engine", "local")
+    check_engine(engine)
+    ray_options = sorted(k for k in _ENGINE_OPTIONS if k != "engine" and k in options)
+    if engine != "ray" and ray_options:
+        raise ValueError(f"{', '.join(f'{k}=' for k in ray_options)}: for engine='ray' only")
+    if engine == "ray" and segmenter is not None:
+        raise ValueError("segmenter= runs in this process; engine='ray' builds one per worker from model= and weights=")
+    return {**_MODEL_OPTIONS, **_DATA_OPTIONS, **_CONFIG_OPTIONS, **_RUN_OPTIONS, **_ENGINE_OPTIONS, **options}
 
 
 def _refuse_both(what: str, given: bool, names: list[str]) -> None:

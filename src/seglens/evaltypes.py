@@ -212,6 +212,8 @@ class EvalSettings:
     ``protocol`` is the one used (Hugging Face models are always scored with ``native``); ``tta``
     its text (``str(TTA)``) or None. The fields from ``backend`` on are None when read from a
     metrics.json written before seglens recorded them (and then left out of :meth:`EvalResult.to_dict`).
+    ``engine``: ``"ray"`` for a run on a Ray cluster (``device`` is then the workers'), None for
+    one in this process (metrics.json then has no ``engine`` key).
     """
 
     seglens_version: str
@@ -226,6 +228,7 @@ class EvalSettings:
     precision: str | None = None
     weights_tag: str | None = None
     weights_meaningful: bool | None = None  # False for random weights: the scores measure the pipeline only
+    engine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -407,7 +410,7 @@ class EvalResult:
         out: dict[str, Any] = {"seglens_version": s.seglens_version, "model": s.model, "weights": s.weights}
         out |= _known({"weights_tag": s.weights_tag, "weights_meaningful": s.weights_meaningful})
         out |= {"weights_sha256": s.weights_sha256, "device": s.device}
-        out |= _known({"backend": s.backend, "precision": s.precision})
+        out |= _known({"backend": s.backend, "precision": s.precision, "engine": s.engine})
         dataset = {"kind": d.kind, "root": d.root, "split": d.split, "images": d.images} | _known(
             {"ignore_index": d.ignore_index}
         )
@@ -465,6 +468,7 @@ class EvalResult:
             precision=m.get("precision"),
             weights_tag=m.get("weights_tag"),
             weights_meaningful=m.get("weights_meaningful"),
+            engine=m.get("engine"),
         )
         published = m.get("published")
         comparison = m.get("tta_comparison")

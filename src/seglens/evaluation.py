@@ -5,7 +5,9 @@ is its scoring loop, for a Segmenter and a dataset already at hand. No printing 
 goes to bars from a factory and events to a callback; the CLI renders both. Metric definitions
 live in :mod:`seglens.metrics`, dataset reading in :mod:`seglens.datasets`, the result types in
 :mod:`seglens.evaltypes` (re-exported here), rendering in :mod:`seglens.report`, evaluate()'s
-options in :mod:`seglens._eval_options`.
+options in :mod:`seglens._eval_options`, the scoring loop's per-image work and mergeable state in
+:mod:`seglens._eval_tally`, and ``engine="ray"`` (the same loop on a Ray cluster) in
+:mod:`seglens._eval_ray`.
 
 Protocols:
 
@@ -31,8 +33,6 @@ SegFormer to a fixed 512 x 512 square, where MMSegmentation keeps the aspect rat
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -40,49 +40,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torchvision.transforms.functional as TF
-from PIL import Image
-from torchvision.models import get_model_weights
 
 from ._eval_options import _Bar, _bar_factory, _build, _config, _options
-from ._version import __version__
-from .datasets import DatasetError, Sample, SegmentationDataset, open_dataset, validate_labels
-from .evaltypes import (
-    PROTOCOLS,
-    TTA,
-    BoundaryAnalysis,
-    ClassScore,
-    ConfusionPair,
-    DatasetInfo,
-    EvalConfig,
-    EvalEvent,
-    EvalResult,
-    EvalSettings,
-    ImageScore,
-    LabelProblem,
-    Published,
-    ScorePair,
-    SizeAnalysis,
-    SizeBucket,
-    SkippedImage,
-    TTAComparison,
-    WorstImage,
-)
-from .inference import Segmenter, upsample_argmax
+from ._eval_tally import Scorer, build_result, default_protocol, resolve_protocol
+from ._eval_tally import _torchvision_inputs as _torchvision_inputs  # re-exported (tests use it)
+from .datasets import DatasetError, SegmentationDataset, open_dataset, validate_labels
+from .evaltypes import PROTOCOLS, TTA, EvalConfig, EvalEvent, EvalResult, LabelProblem, WorstImage
+from .inference import Segmenter
 from .io import atomic_open
-from .metrics import (
-    ABSENT_RULE,
-    SIZE_BUCKETS,
-    BoundaryAccuracy,
-    ConfusionMatrix,
-    SizeRecall,
-    image_scores,
-    scores,
-    top_confusions,
-)
 from .models import DEFAULT_MODEL
-from .visualize import comparison_figure, display_name
+from .visualize import comparison_figure
 
 __all__ = [
     "PROTOCOLS",
@@ -97,8 +64,6 @@ __all__ = [
     "score_dataset",
     "write_worst",
 ]
-
-_PUBLISHED_KEY = "COCO-val2017-VOC-labels"  # torchvision's weights meta: where its numbers come from
 
 
 class LabelProblemsError(DatasetError):
@@ -120,80 +85,7 @@ class LabelProblemsError(DatasetError):
         return (type(self), (self.problems,))
 
 
-def default_protocol(kind: str) -> str:
-    """The protocol a dataset kind is scored with unless told: ``torchvision`` for voc and
-    coco-voc (the published numbers' protocol), ``native`` for folder and ade20k."""
-    return "native" if kind in ("folder", "ade20k") else "torchvision"
-
-
 # --- scoring -------------------------------------------------------------------------------
-
-
-def _torchvision_inputs(seg: Segmenter, sample: Sample) -> tuple[torch.Tensor, np.ndarray, Image.Image]:
-    """Image and target as references/segmentation's SegmentationPresetEval(base_size=520) makes them."""
-    size = seg.reference_short_side  # the 520 base size (and the mean and std) come from the weights
-    image = TF.resize(sample.image, size, interpolation=TF.InterpolationMode.BILINEAR)
-    target = TF.resize(Image.fromarray(sample.target), size, interpolation=TF.InterpolationMode.NEAREST)
-    return seg.network_input(image, resize=False), np.asarray(target), image
-
-
-def _resize_instances(instances, size: tuple[int, int]):
-    if instances is None:
-        return None
-    h, w = size
-    return [
-        (c, np.asarray(Image.fromarray(m.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)).astype(bool))
-        for c, m in instances
-    ]
-
-
-def _labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits.argmax(0).to(torch.uint8).cpu().numpy()
-    return upsample_argmax(logits, size).to(torch.uint8).cpu().numpy()
-
-
-def _pct(x: float | None) -> float | None:
-    return None if x is None or math.isnan(x) else round(100.0 * float(x), 4)
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(a - b, 4)
-
-
-def _published(settings: EvalSettings) -> Published | None:
-    """The numbers torchvision publishes for the model, when this run measured the same thing."""
-    d = settings.dataset
-    if d.kind != "coco-voc" or settings.protocol != "torchvision" or d.split != "val":
-        return None
-    meta = get_model_weights(settings.model).DEFAULT.meta.get("_metrics", {}).get(_PUBLISHED_KEY)
-    if not meta:
-        return None
-    source = f"torchvision weights meta, {_PUBLISHED_KEY}"
-    if settings.weights != "official":
-        source += " (for the official weights; these are not them)"
-    return Published(miou=meta["miou"], pixel_acc=meta["pixel_acc"], source=source)
-
-
-def _settings(
-    seg: Segmenter, dataset: SegmentationDataset, images: int, protocol: str, tta: TTA | None
-) -> EvalSettings:
-    """The run's settings; model metadata from the Segmenter's LoadedModel (name, weights, digest)."""
-    model = seg.loaded
-    return EvalSettings(
-        seglens_version=__version__,
-        model=model.name,
-        weights=model.weights,
-        weights_sha256=model.sha256,
-        device=str(seg.device),
-        dataset=DatasetInfo(dataset.kind, str(dataset.root), dataset.split, images, dataset.ignore_index),
-        protocol=protocol,
-        tta=str(tta) if tta else None,
-        backend=seg.backend,
-        precision=seg.precision,
-        weights_tag=model.weights_tag,
-        weights_meaningful=model.meaningful,
-    )
 
 
 def score_dataset(
@@ -220,120 +112,13 @@ def score_dataset(
     Returns:
         The :class:`EvalResult`; its worst images hold their pixels, no files yet (:func:`write_worst`).
     """
-    if seg.tile is not None:
-        raise ValueError("evaluation scores whole images: use a Segmenter without tile=")
-    protocol = config.protocol or default_protocol(dataset.kind)
-    if seg.scale is not None:  # the network runs at a scale of the image: the native protocol's inputs
-        if config.protocol == "torchvision":
-            raise ValueError("scale= runs the network at a scale of each image, which the torchvision protocol's "
-                             "fixed 520-pixel resize excludes: use protocol='native'")  # fmt: skip
-        protocol = "native"
-    if seg.reference_short_side is None:
-        protocol = "native"
-    n = len(seg.categories)
-    ignore = dataset.ignore_index
-    named = dataset.categories is not None and len(dataset.categories) == n  # evaluate() refuses other counts
-    names = [display_name(c) for c in (dataset.categories if named else seg.categories)]
-    cm, cm_plain = ConfusionMatrix(n), ConfusionMatrix(n)
-    size_recall, boundary = SizeRecall(), BoundaryAccuracy()
-    per_image: list[ImageScore] = []
-    worst: list[tuple[float, int, WorstImage]] = []  # max-heap by mIoU via negation
-    tta = config.tta or TTA()
-    compare = config.compare_tta and config.tta is not None
+    protocol = resolve_protocol(seg, dataset, config)
+    scorer = Scorer(seg, protocol, config)
+    tally = scorer.tally(dataset)
     start = time.perf_counter()
-    skipped: list[SkippedImage] = []
-    for i in range(len(dataset)):
-        try:
-            sample = dataset[i]
-        except DatasetError as e:  # one unreadable pair must not end a long run
-            skipped.append(SkippedImage(i, str(e)))
-            if progress:
-                progress(1)
-            continue
-        if protocol == "torchvision":
-            x, target, shown = _torchvision_inputs(seg, sample)
-            instances = _resize_instances(sample.instances, target.shape)
-        else:
-            x, target, shown, instances = seg.network_input(sample.image), sample.target, sample.image, sample.instances
-        logits, plain = seg.logits(x[None], scales=tta.scales, flip=tta.flip)
-        pred = _labels(logits[0], target.shape)
-        cm.update(target, pred)
-        if compare:
-            plain = seg.logits(x[None]).logits if plain is None else plain
-            cm_plain.update(target, _labels(plain[0], target.shape))
-        size_recall.update(target, pred, num_classes=n, ignore_index=ignore, instances=instances)
-        boundary.update(target, pred, width=config.boundary_width, ignore_index=ignore)
-        s = image_scores(target, pred, n)
-        per_image.append(ImageScore(sample.name, _pct(s.miou), _pct(s.pixel_acc)))
-        if config.worst and not math.isnan(s.miou):
-            item = (
-                -s.miou,
-                -i,
-                WorstImage(sample.name, _pct(s.miou), None, np.asarray(shown.convert("RGB")), target, pred),
-            )
-            if len(worst) < config.worst:
-                heapq.heappush(worst, item)
-            elif item[:2] > worst[0][:2]:
-                heapq.heapreplace(worst, item)
-        if progress:
-            progress(1)
+    scorer.run(dataset, range(len(dataset)), tally, progress)
     seconds = time.perf_counter() - start
-
-    final = scores(cm.matrix)
-    tta_comparison = None
-    if compare:
-        p = scores(cm_plain.matrix)
-        plain_s, tta_s = ScorePair(_pct(p.miou), _pct(p.pixel_acc)), ScorePair(_pct(final.miou), _pct(final.pixel_acc))
-        tta_comparison = TTAComparison(
-            plain_s, tta_s, _diff(tta_s.miou, plain_s.miou), _diff(tta_s.pixel_acc, plain_s.pixel_acc)
-        )
-    unit = "instance masks" if dataset.kind == "coco-voc" else "8-connected components per class"
-    settings = _settings(seg, dataset, len(dataset) - len(skipped), protocol, config.tta)
-    return EvalResult(
-        settings=settings,
-        miou=_pct(final.miou),
-        pixel_acc=_pct(final.pixel_acc),
-        mean_acc=_pct(final.mean_acc),
-        fwiou=_pct(final.fwiou),
-        mean_dice=_pct(final.mean_dice),
-        published=_published(settings),
-        absent_rule=ABSENT_RULE,
-        class_names=tuple(names),
-        per_class={
-            names[c]: ClassScore(
-                name=names[c],
-                index=c,
-                iou=_pct(final.iou[c]),
-                acc=_pct(final.acc[c]),
-                dice=_pct(final.dice[c]),
-                gt_pixels=int(final.gt_pixels[c]),
-                pred_pixels=int(final.pred_pixels[c]),
-                absent=not bool(final.present[c]),
-            )
-            for c in range(n)
-        },
-        confusion_matrix=cm.matrix,
-        top_confusions=tuple(
-            ConfusionPair(names[t.gt], names[t.pred], t.pixels, _pct(t.fraction_of_gt))
-            for t in top_confusions(cm.matrix, k=10)
-        ),
-        size=SizeAnalysis(
-            thresholds=tuple(b[2] for b in SIZE_BUCKETS if b[2] is not None),
-            unit=f"pixels of a ground-truth region at the protocol's resolution ({unit}, background excluded)",
-            buckets={
-                name: SizeBucket(b.regions, b.pixels, b.hit_pixels, _pct(b.pixel_recall), _pct(b.mean_region_recall))
-                for name, b in size_recall.result().items()
-            },
-        ),
-        boundary=_boundary(boundary.result()),
-        per_image=tuple(per_image),
-        worst=tuple(w for _, _, w in sorted(worst, key=lambda t: (-t[0], -t[1]))),
-        tta_comparison=tta_comparison,
-        label_problems=tuple(label_problems),
-        skipped=tuple(skipped),
-        seconds=round(seconds, 3),
-        images_per_s=round(len(dataset) / seconds, 4) if seconds > 0 else None,
-    )
+    return build_result(tally, seg, dataset, protocol, config, seconds=seconds, label_problems=label_problems)
 
 
 def _check_classes(dataset: SegmentationDataset, n: int) -> None:
@@ -343,10 +128,6 @@ def _check_classes(dataset: SegmentationDataset, n: int) -> None:
         where = dataset.classes_file or ("mask_values" if dataset.categories is None else dataset.root)
         raise DatasetError(f"{where}: the dataset has {k} classes, the model {n}; "
                            f"pass weights with {k} classes or fix the class list")  # fmt: skip
-
-
-def _boundary(b) -> BoundaryAnalysis:
-    return BoundaryAnalysis(b.width, b.band_pixels, _pct(b.band_acc), b.interior_pixels, _pct(b.interior_acc))
 
 
 def write_worst(
@@ -452,6 +233,14 @@ def evaluate(
             Model: ``device`` ("auto"), ``backend`` ("torch"), ``precision`` ("fp32"),
             ``calibration`` (int8: a folder of images or a list of PIL images; default the
             bundled examples), ``seed`` (0, for ``weights="random"``).
+            Engine: ``engine`` ("local"; ``"ray"``: the images are scored on a Ray cluster by a
+            pool of actors, each holding the model, and the result is the local one's, timings
+            aside, for the same arithmetic (device, torch threads: see :mod:`seglens._eval_ray`);
+            the dataset, the weights file and a calibration folder must be readable at the same
+            paths on every node), ``ray_address`` (None: ``$RAY_ADDRESS``, else a Ray started
+            for this process; ``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"``),
+            ``ray_workers`` (``"N"`` or ``"MIN:MAX"`` actors), ``cpus_per_worker``,
+            ``gpus_per_worker`` (None: :mod:`seglens._cluster`'s sizing rule).
 
     Returns:
         The :class:`EvalResult` (what ``metrics.json`` holds, plus the worst images' pixels).
@@ -462,11 +251,20 @@ def evaluate(
             :class:`LabelProblemsError` with ``strict``.
         seglens.models.WeightsError, ValueError: the model cannot be built, or a bad option.
         TypeError: an unknown option.
+        seglens._cluster.ClusterError: ``engine="ray"`` without Ray installed, no cluster at
+            ``ray_address``, a pool the cluster cannot hold, or workers that died more often
+            than retried.
     """
     opts = _options(options, model=model, weights=weights, segmenter=segmenter, config=config, root=root,
                     dataset_given=isinstance(kind, SegmentationDataset))  # fmt: skip
     config = config or _config(opts)
     bars = _bar_factory(progress)
+    cluster = None
+    if opts["engine"] == "ray":  # connect first: no label check of a large dataset before a missing Ray
+        from ._eval_ray import RayEval
+
+        cluster = RayEval(model, weights, opts, address=opts["ray_address"], workers=opts["ray_workers"],
+                          cpus_per_worker=opts["cpus_per_worker"], gpus_per_worker=opts["gpus_per_worker"])  # fmt: skip
 
     if isinstance(kind, SegmentationDataset):
         dataset = kind
@@ -513,8 +311,11 @@ def evaluate(
         emit(EvalEvent("note", "models without torchvision's preset (Hugging Face checkpoints) are scored with the "
                                "native protocol (their own image processor; the torchvision protocol is "
                                "torchvision's 520-pixel preset)"))  # fmt: skip
+    if cluster is not None:
+        emit(EvalEvent("note", f"Ray: {cluster.pool.describe()}"))
     with _Bar(bars, len(dataset), "eval") as bar:
-        result = score_dataset(seg, dataset, config, progress=bar.update, label_problems=problems)
+        score = score_dataset if cluster is None else cluster.score
+        result = score(seg, dataset, config, progress=bar.update, label_problems=problems)
     if out is not None:
         from .report import write_report
 

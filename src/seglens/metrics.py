@@ -421,6 +421,18 @@ class SizeRecall:
         self._hits += np.bincount(bucket, weights=hits, minlength=k).astype(np.int64)
         self._recall_sum += np.bincount(bucket, weights=hits / np.maximum(area, 1), minlength=k)
 
+    def merge(self, other: SizeRecall) -> None:
+        """Add another accumulator's counts (e.g. from another worker). The region and pixel
+        counts add exactly; the sum of region recalls is a float sum, so merging in another order
+        than the images came may change its last bits (merge per-image accumulators in image order
+        to reproduce one pass exactly, as :mod:`seglens.evaluation` does)."""
+        if not isinstance(other, SizeRecall):
+            raise ValueError(f"can only merge a SizeRecall, got {other!r}")
+        self._regions += other._regions
+        self._pixels += other._pixels
+        self._hits += other._hits
+        self._recall_sum += other._recall_sum
+
     def result(self) -> dict[str, BucketStats]:
         """Bucket name -> ``BucketStats``, every bucket of ``SIZE_BUCKETS`` in order."""
         return {
@@ -526,6 +538,15 @@ class BoundaryAccuracy:
             np.count_nonzero(interior),
             np.count_nonzero(interior & correct),
         ]
+
+    def merge(self, other: BoundaryAccuracy) -> None:
+        """Add another accumulator's counts (e.g. from another worker); widths must agree."""
+        if not isinstance(other, BoundaryAccuracy):
+            raise ValueError(f"can only merge a BoundaryAccuracy, got {other!r}")
+        if self._width is not None and other._width is not None and other._width != self._width:
+            raise ValueError(f"width {other._width} differs from the width {self._width} of this accumulator")
+        self._width = self._width if self._width is not None else other._width
+        self._counts += other._counts
 
     def result(self) -> BoundaryStats:
         band, band_correct, interior, interior_correct = (int(c) for c in self._counts)
