@@ -46,18 +46,26 @@ def calibrated_model(name: str, *, num_classes: int = 21, seed: int = 0) -> torc
     tests compare something. Built like the official checkpoints: aux head included where the
     family has one.
     """
-    torch.manual_seed(seed)
     kwargs = {} if name.startswith("lraspp") else {"aux_loss": True}
+    key = (name, num_classes, seed)
+    if key not in _CALIBRATED:  # once per session: the statistics' float sums depend on the thread count
+        torch.manual_seed(seed)
+        model = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # cumulative average over the calibration pass
+        tf = get_model_weights(name).DEFAULT.transforms()
+        batch = torch.stack([tf(photo(n).resize((256, 256))) for n in PHOTOS])
+        model.train()
+        with torch.no_grad():
+            model(batch)
+        _CALIBRATED[key] = {k: v.clone() for k, v in model.state_dict().items()}
     model = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # cumulative average over the calibration pass
-    tf = get_model_weights(name).DEFAULT.transforms()
-    batch = torch.stack([tf(photo(n).resize((256, 256))) for n in PHOTOS])
-    model.train()
-    with torch.no_grad():
-        model(batch)
+    model.load_state_dict(_CALIBRATED[key])
     return model.eval()
+
+
+_CALIBRATED: dict[tuple, dict] = {}
 
 
 @pytest.fixture(scope="session")
@@ -108,9 +116,14 @@ def live_server(app, *, backlog: int = 2048, **config) -> Iterator[str]:
         sock.close()
 
 
+# torch threads of each Ray worker in the tests: the local engine's (CPU convolutions sum in an
+# order that depends on the thread count, so equal threads give equal results by construction).
+RAY_THREADS = torch.get_num_threads()
+
+
 @pytest.fixture
 def ray_instance(s3_server):
-    """A local Ray instance (4 logical CPUs) shared by the Ray tests: started by the first test
+    """A local Ray instance (two workers of RAY_THREADS CPUs fit) shared by the Ray tests: started by the first test
     that asks for it, and again after a test that needed a cluster of its own shut it down.
 
     It depends on the S3 server (tests/_s3.py) so that the server's environment is set before
@@ -122,7 +135,8 @@ def ray_instance(s3_server):
 
     if not ray.is_initialized():
         ray.init(
-            address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+            address="local", num_cpus=max(4, 2 * RAY_THREADS), include_dashboard=False, log_to_driver=False,
+            logging_level="ERROR",
         )  # fmt: skip
     _cluster.quiet()
     return ray

@@ -17,7 +17,7 @@ from seglens.datasets import open_dataset
 from seglens.evaluation import TTA, EvalConfig, evaluate, score_dataset
 from seglens.inference import Segmenter
 from tests._shapes import write_shapes
-from tests.conftest import calibrated_model
+from tests.conftest import RAY_THREADS, calibrated_model
 
 SMALL = "lraspp_mobilenet_v3_large"
 TIMINGS = ("seconds", "images_per_s")
@@ -77,16 +77,6 @@ class Bars:
         return Bar()
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one thread, as each worker of a 1-CPU pool: CPU convolutions add in an order that
-    depends on the thread count, which can flip a pixel whose two best classes tie to rounding."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def crashing_once(dataset, marker):
     """``dataset`` whose reading of sample 2 in another process (a Ray worker) ends that process
     the first time: an actor that dies mid-chunk. A class made here goes to the workers by value."""
@@ -104,7 +94,7 @@ def crashing_once(dataset, marker):
     return crashing
 
 
-def test_ray_engine_gives_the_local_result_exactly(ray_instance, shapes, one_thread, tmp_path):
+def test_ray_engine_gives_the_local_result_exactly(ray_instance, shapes, tmp_path):
     """Flip TTA compared with plain inference, one unreadable pair, and a worker that dies in the
     middle of a chunk: Ray restarts it and runs the chunk again. (The network runs at the images'
     own 48 pixels, scale=1: a quick test.)"""
@@ -117,7 +107,7 @@ def test_ray_engine_gives_the_local_result_exactly(ray_instance, shapes, one_thr
 
     bars, events, marker = Bars(), [], tmp_path / "crashed"
     dataset = crashing_once(open_dataset("folder", root, classes_file=root / "classes.txt"), marker)
-    ray = evaluate(dataset, **kw, engine="ray", ray_workers="2", cpus_per_worker=1, progress=bars,
+    ray = evaluate(dataset, **kw, engine="ray", ray_workers="2", cpus_per_worker=RAY_THREADS, progress=bars,
                    on_event=events.append)  # fmt: skip
     assert marker.exists()  # a worker died
     assert_same(local, ray)
@@ -125,7 +115,9 @@ def test_ray_engine_gives_the_local_result_exactly(ray_instance, shapes, one_thr
     assert ray.to_dict()["engine"] == "ray" and "engine" not in local.to_dict()  # local metrics.json unchanged
     total, *updates = bars.bars["eval"]
     assert total == sum(updates) == 8 and updates == [4, 4]  # one update per chunk of four samples
-    assert [e.message for e in events if e.kind == "note"] == ["Ray: 2 workers (1 CPU, 1 threads each)"]
+    assert [e.message for e in events if e.kind == "note"] == [
+        f"Ray: 2 workers ({RAY_THREADS} CPU, {RAY_THREADS} threads each)"
+    ]
 
 
 def test_tally_merges_in_any_order_to_one_pass(shapes):
@@ -192,7 +184,8 @@ def test_a_workers_own_error_is_sent_back_as_it_is(shapes):
     root, _ = shapes
     options = dict(_MODEL_OPTIONS, device="cpu")
     spec = {"model": SMALL, "weights": str(root / "gone.pth"), "model_options": options,
-            "threads": 1, "dataset": None, "protocol": "native", "config": EvalConfig()}  # fmt: skip
+            "threads": torch.get_num_threads(),  # in this process: its thread count must not change
+            "dataset": None, "protocol": "native", "config": EvalConfig()}  # fmt: skip
     rows = _Worker(spec)({"start": np.array([0, 4]), "stop": np.array([4, 8])})
     assert list(rows["start"]) == [0, 4] and list(rows["tally"]) == [b"", b""]
     with pytest.raises(WeightsError, match="gone.pth"):

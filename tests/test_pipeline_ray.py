@@ -26,11 +26,12 @@ from PIL import Image
 import seglens
 from seglens import _cluster
 from seglens.io import bundled_examples
+from tests.conftest import RAY_THREADS
 
 pytest.importorskip("ray.data")
 
 MODEL = "lraspp_mobilenet_v3_large"
-RAY = {"engine": "ray", "ray_workers": 2, "cpus_per_worker": 1}
+RAY = {"engine": "ray", "ray_workers": 2, "cpus_per_worker": RAY_THREADS}  # the local engine's threads
 
 
 def _odd_folder(root: Path) -> Path:
@@ -116,7 +117,7 @@ def test_ray_engine_writes_the_local_engines_files(ray_instance, folder, local_r
     )
     assert [b.n for b in bars if b.kwargs.get("unit") == "img"] == [7]  # every input counted once
     notes = [e.message for e in events if e.kind == "note"]
-    assert notes == ["Ray: 2 workers (1 CPU, 1 threads each)"]
+    assert notes == [f"Ray: 2 workers ({RAY_THREADS} CPU, {RAY_THREADS} threads each)"]
     assert sorted(e.input for e in events if e.kind == "done") == sorted(x["input"] for x in local.items)
 
 
@@ -146,7 +147,14 @@ def test_a_killed_worker_costs_a_retry_not_the_run(ray_instance, weights_file, t
 
     def run():
         result["summary"] = seglens.segment(
-            src, out, model=MODEL, weights=weights_file(MODEL), outputs=["mask"], ray_workers=1, engine="ray"
+            src,
+            out,
+            model=MODEL,
+            weights=weights_file(MODEL),
+            outputs=["mask"],
+            ray_workers=1,
+            cpus_per_worker=RAY_THREADS,
+            engine="ray",
         )
 
     thread = threading.Thread(target=run)
@@ -208,15 +216,21 @@ def test_two_node_cluster(folder, local_run, weights_file, tmp_path):
 
     if ray.is_initialized():
         ray.shutdown()  # the shared instance: the next test that asks for it starts it again
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": RAY_THREADS, "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=2)
+        cluster.add_node(num_cpus=RAY_THREADS)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         out = tmp_path / "out"
         summary = seglens.segment(
-            folder, out, model=MODEL, weights=weights_file(MODEL), engine="ray", ray_workers=2, cpus_per_worker=2
+            folder,
+            out,
+            model=MODEL,
+            weights=weights_file(MODEL),
+            engine="ray",
+            ray_workers=2,
+            cpus_per_worker=RAY_THREADS,
         )
         local_out, local = local_run
         assert summary.segmented == 5 and len(summary.failures) == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ def worker_error(e: BaseException) -> BaseException:
         if not type(cause).__module__.startswith("ray.") and cause is not e:
             return cause
         cause = getattr(cause, "cause", None) or cause.__cause__
-    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    return ClusterError(f"the Ray job failed: {first.strip()}")
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(e).splitlines()]
+    # Ray's first lines name its own wrappers ("ray::MapWorker(...).submit() (pid=...)"): say the cause
+    first = next((line for line in lines if line and not line.startswith(("ray::", "Traceback"))), type(e).__name__)
+    return ClusterError(f"the Ray job failed: {first}")
 
 
 def _quiet_environment() -> None:
