@@ -224,16 +224,17 @@ def test_random_weights_say_they_are_meaningless(tmp_path, capsys, photos):
 
 
 def test_failed_write_leaves_no_partial_file(folder, tmp_path, capsys, monkeypatch, weights_file):
-    from matplotlib.figure import Figure
+    import seglens._figure
 
     for bad in ("empty.jpg", "truncated.jpg", "fake.png"):
         (folder / bad).unlink()
 
-    def disk_full(self, f, **kwargs):
-        f.write(b"\x89PNG partial")
-        raise OSError(28, "No space left on device")
+    class DiskFull:  # the figure's PNG: half written, then the disk is full
+        def save(self, f, **kwargs):
+            f.write(b"\x89PNG partial")
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Figure, "savefig", disk_full)
+    monkeypatch.setattr(seglens._figure, "figure_image", lambda *a, **k: DiskFull())
     out = tmp_path / "out"
     code, _, err = run(
         capsys, "segment", folder, "--out", out, "--model", SMALL, "--weights", weights_file(SMALL), "-q"

@@ -21,7 +21,8 @@ def test_fields_are_segmenters_keywords_with_the_same_defaults():
     names = [f.name for f in dataclasses.fields(SegmenterConfig)]
     assert names == [
         "model", "weights", "device", "batch_size", "max_pixels", "progress", "seed", "backend", "precision",
-        "channels_last", "compile", "calibration", "scale", "tile", "overlap", "confidence", "window_progress",
+        "channels_last", "compile", "calibration", "scale", "tile", "overlap", "confidence", "refine",
+        "window_progress",
     ]  # fmt: skip
     c = SegmenterConfig()
     assert (c.model, c.weights, c.device, c.batch_size, c.max_pixels, c.progress, c.seed) == (
@@ -34,7 +35,14 @@ def test_fields_are_segmenters_keywords_with_the_same_defaults():
         0,
     )
     assert (c.backend, c.precision, c.channels_last, c.compile, c.calibration) == ("torch", "fp32", None, False, None)
-    assert (c.scale, c.tile, c.overlap, c.confidence, c.window_progress) == (None, None, 0.25, False, None)
+    assert (c.scale, c.tile, c.overlap, c.confidence, c.refine, c.window_progress) == (
+        None,
+        None,
+        0.25,
+        False,
+        (),
+        None,
+    )
 
 
 def test_copies_agree_with_the_torch_modules():

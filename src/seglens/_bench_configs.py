@@ -28,6 +28,8 @@ class BenchConfig:
         batch_size: images per model call (only equal shapes share a call, as in ``Segmenter``).
         compile: torch only: ``torch.compile`` the model.
         workers: decode threads ahead of the model and mask-encoding threads (0: all inline).
+        outputs: what each image writes: ``("mask",)``, or ``DEFAULT_OUTPUTS`` (mask, overlay
+            and figure: what ``seglens segment`` writes unless told otherwise).
     """
 
     name: str
@@ -37,6 +39,7 @@ class BenchConfig:
     batch_size: int = 1
     compile: bool = False
     workers: int = 2
+    outputs: tuple[str, ...] = ("mask",)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -58,23 +61,26 @@ class BenchConfig:
             raise ValueError(f"{self.name}: compile applies to the torch backend only")
 
 
+DEFAULT_OUTPUTS = ("mask", "overlay", "figure")  # seglens.pipeline.DEFAULT_OUTPUTS (tests check they agree)
 PRESETS: dict[str, BenchConfig] = {
     # The Segmenter path without its speed-ups: isolates what channels_last and the pipeline add.
     "eager-fp32": BenchConfig("eager-fp32", channels_last=False, workers=0),
     "seglens": BenchConfig("seglens"),  # the default fast torch path: channels_last + pipeline
+    # ... writing what `seglens segment` writes by default: the cost of the overlay and figure
+    "seglens-outputs": BenchConfig("seglens-outputs", outputs=DEFAULT_OUTPUTS),
     "onnxruntime-fp32": BenchConfig("onnxruntime-fp32", backend="onnxruntime", channels_last=False),
     "openvino-fp32": BenchConfig("openvino-fp32", backend="openvino", channels_last=False),
     "openvino-int8": BenchConfig("openvino-int8", backend="openvino", precision="int8", channels_last=False),
 }
 _NEEDS = {"onnxruntime-fp32": ("onnxruntime",), "openvino-fp32": ("openvino",), "openvino-int8": ("openvino", "nncf")}
-_OPTIONS = ("batch", "channels_last", "compile", "precision", "workers")
+_OPTIONS = ("batch", "channels_last", "compile", "precision", "workers", "outputs")
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def default_configs(*, include_optional: bool = True) -> list[BenchConfig]:
-    """The presets: "eager-fp32", "seglens", then (``include_optional`` and their packages
+    """The presets: "eager-fp32", "seglens", "seglens-outputs", then (``include_optional`` and their packages
     importable) "onnxruntime-fp32", "openvino-fp32", "openvino-int8"."""
-    names = ["eager-fp32", "seglens"]
+    names = ["eager-fp32", "seglens", "seglens-outputs"]
     if include_optional:
         names += [n for n, mods in _NEEDS.items() if all(importlib.util.find_spec(m) is not None for m in mods)]
     return [PRESETS[n] for n in names]
@@ -142,6 +148,10 @@ def _parse_item(item: str) -> BenchConfig:
             if not value.isdigit() or (key == "batch" and int(value) < 1):
                 raise ValueError(f"{key} must be an integer >= {1 if key == 'batch' else 0}, got {value!r} in {item!r}")
             changes["batch_size" if key == "batch" else key] = int(value)
+        elif key == "outputs":
+            if value not in ("mask", "default"):
+                raise ValueError(f"outputs must be mask or default (mask,overlay,figure), got {value!r} in {item!r}")
+            changes["outputs"] = ("mask",) if value == "mask" else DEFAULT_OUTPUTS
         elif key in ("channels_last", "compile"):
             if value.lower() not in _BOOLS:
                 raise ValueError(f"{key} must be 1/0, true/false, yes/no or on/off, got {value!r} in {item!r}")

@@ -19,7 +19,7 @@ from .models import DEFAULT_MODEL
 
 # Options of evaluate(), as seglens eval's flags, with their defaults.
 _MODEL_OPTIONS = {"device": "auto", "backend": "torch", "precision": "fp32", "calibration": None, "seed": 0,
-                  "scale": None}  # fmt: skip
+                  "scale": None, "refine": None}  # fmt: skip
 _DATA_OPTIONS = {"split": "val", "images": None, "masks": None, "classes": None, "ignore_index": 255,
                  "mask_values": None, "limit": None}  # fmt: skip
 _CONFIG_OPTIONS = {"protocol": None, "tta": None, "compare_tta": False, "boundary_width": 5, "worst": 8}
@@ -98,7 +98,7 @@ def _build(model: str, weights: str | os.PathLike, opts: dict, *, download_progr
     calibration = calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
     return Segmenter(model, weights=weights, device=opts["device"], progress=download_progress, seed=opts["seed"],
                      backend=opts["backend"], precision=opts["precision"], calibration=calibration,
-                     scale=opts["scale"])  # fmt: skip
+                     scale=opts["scale"], refine=opts["refine"] or ())  # fmt: skip
 
 
 def _bar_factory(progress: bool | Callable[..., Any] | None) -> Callable[..., Any] | None:

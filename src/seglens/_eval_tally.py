@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.models import get_model_weights
 
+from ._compare_stats import ImageCounts, image_row
 from ._version import __version__
 from .datasets import DatasetError, Sample, SegmentationDataset
 from .evaltypes import (
@@ -44,13 +45,14 @@ from .evaltypes import (
     TTAComparison,
     WorstImage,
 )
-from .inference import Segmenter, upsample_argmax
+from .inference import Segmenter
 from .metrics import (
     ABSENT_RULE,
     SIZE_BUCKETS,
     BoundaryAccuracy,
     ConfusionMatrix,
     SizeRecall,
+    confusion_matrix,
     image_scores,
     scores,
     top_confusions,
@@ -105,12 +107,6 @@ def _resize_instances(instances, size: tuple[int, int]):
     ]
 
 
-def _labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits.argmax(0).to(torch.uint8).cpu().numpy()
-    return upsample_argmax(logits, size).to(torch.uint8).cpu().numpy()
-
-
 def _pct(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(100.0 * float(x), 4)
 
@@ -141,6 +137,7 @@ class Tally:
         self.cm, self.cm_plain = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)
         self.boundary = BoundaryAccuracy()
         self.per_image: dict[int, ImageScore] = {}
+        self.rows: dict[int, np.ndarray] = {}  # per image: its per-class counts (seglens compare's bootstrap)
         self.skipped: dict[int, SkippedImage] = {}
         self.worst: list[tuple[float, int, WorstImage]] = []  # min-heap of (-mIoU, -index): the worst on top
         self._size = SizeRecall()  # images 0 .. _size_next - 1, in index order
@@ -172,6 +169,7 @@ class Tally:
         self._refuse_twice(i)
         n = self.num_classes
         self.cm.update(target, pred)
+        self.rows[i] = image_row(confusion_matrix(target, pred, n))
         if self.compare:
             self.cm_plain.update(target, plain)
         part = SizeRecall()
@@ -209,6 +207,7 @@ class Tally:
         self.cm_plain.merge(other.cm_plain)
         self.boundary.merge(other.boundary)
         self.per_image.update(other.per_image)
+        self.rows.update(other.rows)
         self.skipped.update(other.skipped)
         for item in other.worst:
             if len(self.worst) < self.worst_k or item[:2] > self.worst[0][:2]:
@@ -232,6 +231,13 @@ class Tally:
                 got = read(-b)
                 if got is not None:
                     self.worst[k] = (a, b, dataclasses.replace(w, image=got[0], target=got[1]))
+
+    def image_counts(self, class_names: Sequence[str]) -> ImageCounts:
+        """Per-image per-class counts in index order: what per_image_counts.npz stores."""
+        order = sorted(self.rows)
+        return ImageCounts.from_rows(
+            [self.per_image[i].name for i in order], [self.rows[i] for i in order], class_names
+        )
 
     def size_recall(self) -> SizeRecall:
         """The size analysis' accumulator over every image tallied (in index order)."""
@@ -304,11 +310,11 @@ class Scorer:
         else:
             x, target, shown, instances = seg.network_input(sample.image), sample.target, sample.image, sample.instances
         logits, plain = seg.logits(x[None], scales=tta.scales, flip=tta.flip)
-        pred = _labels(logits[0], target.shape)
+        pred = seg.labels_from_logits(logits[0], target.shape, shown)  # with the Segmenter's refine
         plain_pred = None
         if self.compare:
             plain = seg.logits(x[None]).logits if plain is None else plain
-            plain_pred = _labels(plain[0], target.shape)
+            plain_pred = seg.labels_from_logits(plain[0], target.shape, shown)
         tally.add(i, sample.name, target, pred, plain=plain_pred, shown=shown, instances=instances)
 
     def view(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -362,6 +368,7 @@ def _settings(
         weights_tag=model.weights_tag,
         weights_meaningful=model.meaningful,
         engine=engine,
+        refine=",".join(map(str, seg.refine)) or None,
     )
 
 
@@ -398,6 +405,7 @@ def build_result(
     unit = "instance masks" if dataset.kind == "coco-voc" else "8-connected components per class"
     settings = _settings(seg, dataset, len(dataset) - len(tally.skipped), protocol, config.tta, device, engine)
     return EvalResult(
+        image_counts=tally.image_counts(names),
         settings=settings,
         miou=_pct(final.miou),
         pixel_acc=_pct(final.pixel_acc),

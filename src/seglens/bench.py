@@ -287,9 +287,9 @@ def _bench_config(
     files = _fresh_outputs(folder, sequence)
     with _peak_rss() as rss:
         for _ in range(plan.warmup):
-            _segment_pass(seg, distinct, _fresh_outputs(folder / "_warmup", distinct), config.workers)
+            _segment_pass(seg, distinct, _fresh_outputs(folder / "_warmup", distinct), config.workers, config.outputs)
         t0 = time.perf_counter()
-        _segment_pass(seg, sequence, files, config.workers)
+        _segment_pass(seg, sequence, files, config.workers, config.outputs)
         seconds = time.perf_counter() - t0
         decoded = {p: load_image(p) for p in distinct}
         latency = _stream_calls(seg, [decoded[p] for p in sequence], plan.device).latency(plan.gmacs)
@@ -327,15 +327,18 @@ def _backend_threads(seg: Segmenter) -> int:
     return torch.get_num_threads()
 
 
-def _segment_pass(seg: Segmenter, sources: Sequence[Path], outputs: Sequence[Path], workers: int) -> None:
+def _segment_pass(
+    seg: Segmenter, sources: Sequence[Path], outputs: Sequence[Path], workers: int, kinds: Sequence[str] = ("mask",)
+) -> None:
     """One pass of the pipeline ``seglens segment`` runs (:func:`seglens.pipeline.segment`, with
     ``seg`` as it is): decode -> segment -> indexed mask PNG ``outputs[k]`` for ``sources[k]``
-    (all in one folder), ``workers`` decoding and ``workers`` encoding threads."""
+    (all in one folder; with ``kinds``, the overlay and figure next to it), ``workers`` decoding
+    and ``workers`` encoding threads."""
     from .pipeline import segment
 
     items = [InputImage(path=p, name=out.stem) for p, out in zip(sources, outputs, strict=True)]
     summary = segment(
-        items, outputs[0].parent, segmenter=seg, outputs=("mask",), workers=workers, writers=workers, strict=True
+        items, outputs[0].parent, segmenter=seg, outputs=tuple(kinds), workers=workers, writers=workers, strict=True
     )
     if summary.failures:
         raise RuntimeError(f"{summary.failures[0]['input']}: {summary.failures[0]['error']}")

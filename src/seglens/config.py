@@ -91,6 +91,8 @@ class SegmenterConfig:
         tile: None or a window side of at least 32 pixels.
         overlap: fraction of a window shared with its neighbour, in [0, 1).
         confidence: also compute each pixel's max-softmax probability.
+        refine: post-processing of the label maps (:mod:`seglens.refine`): a spelling such as
+            ``"guided,small=200"`` or steps; kept as a tuple of :class:`seglens.refine.Refine`.
         window_progress: ``window_progress(done, total)`` after each batch of windows, or None.
     """
 
@@ -111,6 +113,7 @@ class SegmenterConfig:
     tile: int | None = None
     overlap: float = 0.25
     confidence: bool = False
+    refine: Any = ()
     window_progress: Callable[[int, int], None] | None = None
 
     def __post_init__(self) -> None:
@@ -162,6 +165,18 @@ class SegmenterConfig:
             raise TypeError(f"window_progress must be callable or None, got {self.window_progress!r}")
         if self.calibration is not None and not isinstance(self.calibration, tuple):
             object.__setattr__(self, "calibration", tuple(self.calibration))
+        from .refine import parse_refine
+
+        try:
+            steps = parse_refine(self.refine)
+        except ValueError as e:
+            raise ConfigError("refine", str(e)) from None
+        object.__setattr__(self, "refine", steps)
+        if self.tile is not None and any(s.needs_probabilities for s in steps):
+            raise ConfigError(
+                "refine",
+                "refine guided needs a whole image's probabilities, which tiling (tile=N) does not keep: use small",
+            )
 
     def replace(self, **changes: Any) -> SegmenterConfig:
         """A copy with ``changes`` applied (and checked): ``dataclasses.replace``."""

@@ -213,7 +213,8 @@ class EvalSettings:
     its text (``str(TTA)``) or None. The fields from ``backend`` on are None when read from a
     metrics.json written before seglens recorded them (and then left out of :meth:`EvalResult.to_dict`).
     ``engine``: ``"ray"`` for a run on a Ray cluster (``device`` is then the workers'), None for
-    one in this process (metrics.json then has no ``engine`` key).
+    one in this process (metrics.json then has no ``engine`` key). ``refine``: the post-processing
+    of the predictions (``"guided=8:0.001,small=0.0005"``), None for none (and no key).
     """
 
     seglens_version: str
@@ -229,6 +230,7 @@ class EvalSettings:
     weights_tag: str | None = None
     weights_meaningful: bool | None = None  # False for random weights: the scores measure the pipeline only
     engine: str | None = None
+    refine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,7 @@ class EvalResult:
     skipped: tuple[SkippedImage, ...] | None = ()
     seconds: float = 0.0
     images_per_s: float | None = None
+    image_counts: Any = field(default=None, repr=False, compare=False)  # per-image class counts (compare)
 
     def __post_init__(self) -> None:
         cm = np.array(self.confusion_matrix, dtype=np.int64)  # a private, read-only copy
@@ -410,7 +413,7 @@ class EvalResult:
         out: dict[str, Any] = {"seglens_version": s.seglens_version, "model": s.model, "weights": s.weights}
         out |= _known({"weights_tag": s.weights_tag, "weights_meaningful": s.weights_meaningful})
         out |= {"weights_sha256": s.weights_sha256, "device": s.device}
-        out |= _known({"backend": s.backend, "precision": s.precision, "engine": s.engine})
+        out |= _known({"backend": s.backend, "precision": s.precision, "engine": s.engine, "refine": s.refine})
         dataset = {"kind": d.kind, "root": d.root, "split": d.split, "images": d.images} | _known(
             {"ignore_index": d.ignore_index}
         )
@@ -469,6 +472,7 @@ class EvalResult:
             weights_tag=m.get("weights_tag"),
             weights_meaningful=m.get("weights_meaningful"),
             engine=m.get("engine"),
+            refine=m.get("refine"),
         )
         published = m.get("published")
         comparison = m.get("tta_comparison")

@@ -321,4 +321,8 @@ def evaluate(
 
         result = write_worst(result, out, seg, palette=dataset.palette)
         write_report(result, out)
+        if result.image_counts is not None:  # what seglens compare reads from an eval folder
+            from ._compare_stats import COUNTS_FILE, write_counts
+
+            write_counts(Path(out) / COUNTS_FILE, result.image_counts)
     return result

@@ -22,6 +22,7 @@ from ._logits import _confidence, _quantize, _ramp, _tile_starts, upsample_argma
 from .config import SegmenterConfig
 from .io import load_image, to_rgb
 from .models import DEFAULT_MODEL, LoadedModel, is_hf_model, load_model
+from .refine import refine_labels
 from .results import Prediction, SegmentationResult
 from .shapes import _MAX_MODEL_PIXELS, ImageShapeError
 from .shapes import check_size as _check_size
@@ -146,6 +147,7 @@ class Segmenter:
         backend, precision, calibration = config.backend, config.precision, config.calibration
         self.scale = 1.0 if (tile is not None and scale is None) else scale
         self.tile, self.overlap, self.confidence = tile, config.overlap, config.confidence
+        self.refine = config.refine
         self.window_progress = config.window_progress
         if backend == "openvino" and str(device) == "auto":
             device = "cpu"  # OpenVINO runs on the CPU here; "auto" must not pick a GPU for it
@@ -327,20 +329,33 @@ class Segmenter:
             One :class:`Prediction` per image: ``labels`` (H, W) uint8 at the image's own size,
             ``seconds`` its share of the wall time, ``confidence`` when the Segmenter computes it.
         """
-        return self.predict_tensors([self.preprocess(im) for im in images], [(im.height, im.width) for im in images])
+        return self.predict_tensors(
+            [self.preprocess(im) for im in images], [(im.height, im.width) for im in images], images=images
+        )
 
     @torch.inference_mode()
-    def predict_tensors(self, tensors: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
+    def predict_tensors(
+        self,
+        tensors: Sequence[torch.Tensor],
+        sizes: Sequence[tuple[int, int]],
+        *,
+        images: Sequence[Image.Image] | None = None,
+    ) -> list[Prediction]:
         """Like :meth:`predict`, for tensors from :meth:`preprocess` and the (H, W) to upsample to.
 
-        Tensors of equal shape are batched together, ``batch_size`` at a time.
+        Tensors of equal shape are batched together, ``batch_size`` at a time. ``images``: the
+        RGB images at ``sizes``, which ``refine`` with ``guided`` needs as its guide.
         Returns one :class:`Prediction` per tensor, in order.
         """
+        if self.refine and any(s.needs_probabilities for s in self.refine) and images is None:
+            raise ValueError("refine guided needs the images: pass images= to predict_tensors")
         out: list[Prediction | None] = [None] * len(tensors)
         if self.tile is not None:
             for i, t in enumerate(tensors):
                 t0 = time.perf_counter()
                 labels, conf = self._tiled(t, tuple(sizes[i]))  # conf: None without self.confidence
+                if self.refine:  # small only (guided is refused with tile)
+                    labels = refine_labels(labels, self.refine)
                 out[i] = Prediction(labels, time.perf_counter() - t0, conf)
             return out  # type: ignore[return-value]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -363,8 +378,32 @@ class Segmenter:
                         conf = _quantize(raw)
                     else:
                         labels = upsample_argmax(logits[j], tuple(sizes[i]))
-                    out[i] = Prediction(labels.to(torch.uint8).cpu().numpy(), share + time.perf_counter() - t1, conf)
+                    labels = labels.to(torch.uint8).cpu().numpy()
+                    if self.refine:
+                        labels = self._refined(labels, logits[j], tuple(sizes[i]), images[i] if images else None)
+                    out[i] = Prediction(labels, share + time.perf_counter() - t1, conf)
         return out  # type: ignore[return-value]
+
+    def labels_from_logits(
+        self, logits: torch.Tensor, size: tuple[int, int], image: Image.Image | None = None
+    ) -> np.ndarray:
+        """(H, W) uint8 labels of one image's (C, h, w) logits at ``size``: bilinear upsampling and
+        argmax (:func:`upsample_argmax`), then ``refine`` (``image``: the RGB image at ``size``,
+        the guide ``guided`` needs)."""
+        same = tuple(logits.shape[-2:]) == tuple(size)
+        labels = (logits.argmax(0) if same else upsample_argmax(logits, tuple(size))).to(torch.uint8).cpu().numpy()
+        return self._refined(labels, logits, tuple(size), image) if self.refine else labels
+
+    def _refined(self, labels: np.ndarray, logits: torch.Tensor, size: tuple[int, int], image) -> np.ndarray:
+        probabilities = None
+        if any(s.needs_probabilities for s in self.refine):
+            up = F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            if self.loaded.scores == "logits":
+                probabilities = torch.softmax(up, 0).cpu().numpy()
+            else:  # probability-like scores (Mask2Former's): normalised as they are
+                up = up.clamp_min(0)
+                probabilities = (up / up.sum(0).clamp_min(1e-12)).cpu().numpy()
+        return refine_labels(labels, self.refine, probabilities=probabilities, image=image)
 
     def _tiled(self, pixels: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Sliding-window inference on one (3, h, w) uint8 image; labels (and confidence) at ``size``.
@@ -478,7 +517,9 @@ class Segmenter:
                 chunk = [ahead.popleft().result() for _ in range(min(self.batch_size, len(ahead)))]
                 good = [c for c in chunk if c[2] is not None]
                 predictions = iter(
-                    self.predict_tensors([c[2] for c in good], [(c[1].height, c[1].width) for c in good])
+                    self.predict_tensors(
+                        [c[2] for c in good], [(c[1].height, c[1].width) for c in good], images=[c[1] for c in good]
+                    )
                 )
                 for src, image, tensor in chunk:
                     if tensor is None:

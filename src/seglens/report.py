@@ -164,7 +164,8 @@ def _headline_table(r: EvalResult) -> _Table:
         engine = f", backend {s.backend or 'torch'} {s.precision or 'fp32'}"
     run = (
         f"Model {s.model}, weights {s.weights} (SHA-256 {s.weights_sha256 or 'n/a'}), "
-        f"device {s.device}{engine}, TTA {s.tta or 'none'}. Dataset {_dataset(d)} "
+        f"device {s.device}{engine}, TTA {s.tta or 'none'}"
+        f"{f', refine {s.refine}' if getattr(s, 'refine', None) else ''}. Dataset {_dataset(d)} "
         f"at {d.root}: {d.images:,} images in {r.seconds:.1f} s"
         f"{'' if speed is None else f' ({speed:.2f} images/s)'}; seglens {s.seglens_version}."
     )

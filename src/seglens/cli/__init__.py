@@ -24,6 +24,7 @@ from ._commands import (
     _cmd_segment,
     _cmd_serve,
 )
+from ._compare import cmd_compare
 from ._parser import _segmenter_configs, build_parser, engine_options
 from ._train import cmd_bench_train, cmd_train
 
@@ -81,6 +82,8 @@ def _dispatch(args: argparse.Namespace, err) -> int:
         return _cmd_serve(args, err)
     if args.command == "bench":
         return cmd_bench_train(args, err) if args.train else _cmd_bench(args, err)
+    if args.command == "compare":
+        return cmd_compare(args, err)
     if args.command == "export":
         return _cmd_export(args, err)
     if args.command == "eval":

@@ -83,7 +83,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 _API_TERMS = re.compile(
     r"(?<![\w?&=/.'\"-])(out|outputs|max_pixels|tile|scale|overlap|alpha|low_confidence|url_timeout|url_max_mb|vid_stride"
     r"|mask_format|workers|batch_size|device|backend|precision|seed|calibration|engine|ray_address|ray_workers"
-    r"|cpus_per_worker|gpus_per_worker)="
+    r"|cpus_per_worker|gpus_per_worker|refine)="
 )
 
 
@@ -123,7 +123,7 @@ def _cmd_segment(args: argparse.Namespace, err) -> int:
             alpha=args.alpha, low_confidence=args.low_confidence, max_pixels=args.max_pixels,
             url_timeout=args.url_timeout, url_max_mb=args.url_max_mb, vid_stride=args.vid_stride,
             mask_format=args.mask_format, workers=args.workers,
-            strict=args.debug, **args.engine_options,
+            strict=args.debug, refine=args.refine, **args.engine_options,
         )  # fmt: skip
     except RunInterrupted as e:
         err(f"interrupted: {line(e.summary)}; run again with --skip-existing to resume")
@@ -326,7 +326,7 @@ def _cmd_eval(args: argparse.Namespace, err) -> int:
             protocol=args.protocol, tta=args.tta, compare_tta=args.compare_tta, boundary_width=args.boundary_width,
             worst=max(0, args.worst), strict=args.strict, device=args.device, backend=args.backend,
             precision=args.precision, calibration=args.calibrate, seed=args.seed, scale=args.segmenter_configs[0].scale,
-            **args.engine_options,
+            refine=args.refine, **args.engine_options,
         )  # fmt: skip
     except LabelProblemsError as e:
         err(f"error: {len(e.problems)} label problems; fix them or run without --strict to score anyway")

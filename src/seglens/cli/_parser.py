@@ -34,6 +34,7 @@ from ._argtypes import (
     _tta,
     _UsageError,
 )
+from ._compare import add_compare_parser
 from ._train import add_bench_train_flags, add_train_parser
 
 _MODEL_FLAGS = ("model", "weights", "device", "backend", "precision", "calibrate", "seed")
@@ -64,6 +65,13 @@ def _add_model_flags(p: argparse.ArgumentParser, flags: Sequence[str] = _MODEL_F
     for flag in flags:
         names, kwargs = spec[flag]
         p.add_argument(*names, **{**kwargs, **changes.get(flag, {})})
+
+
+_REFINE_HELP = (
+    "post-process the label maps: small[=PIXELS|FRACTION] (small regions take their surroundings' label), "
+    "guided[=RADIUS[:EPS]] (class boundaries moved to the image's edges), or both comma-separated; "
+    "off by default (README: Refinement, with what each gained on CamVid)"
+)
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -220,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="skip images whose requested outputs all exist (resume)"
     )
     seg.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch)")
+    seg.add_argument("--refine", type=_refine, help=_REFINE_HELP)
     seg.add_argument(
         "--workers", type=int, default=2, help="threads reading images ahead of the model (default: 2; 0: none)"
     )
@@ -286,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=_float, help="run the network on each image resized by this factor (native protocol)"
     )
     ev.add_argument("--tta", type=_tta, help="test-time augmentation: 'flip' or 'scales=0.75,1.0,1.25[,flip]'")
+    ev.add_argument("--refine", type=_refine, help=_REFINE_HELP)
     ev.add_argument(
         "--compare-tta", action="store_true", help="also score plain inference in the same run and report the gain"
     )
@@ -299,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="band around ground-truth boundaries, in pixels (default: 5)",
     )
     _add_engine_flags(ev)
+    add_compare_parser(sub, common)
 
     be = sub.add_parser("bench", parents=[common], help="time configurations side by side against the seed's naive way")
     _add_model_flags(
@@ -418,6 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refine(value: str) -> str:
+    from ..refine import parse_refine
+
+    try:
+        parse_refine(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _mask_values(value: str) -> tuple[int, ...]:
     """--mask-values V0,V1,...: distinct integers 0..255 (eval and train)."""
     try:
@@ -450,6 +471,7 @@ def _segmenter_configs(args: argparse.Namespace) -> list[SegmenterConfig]:
                 args.model, weights=args.weights, device=args.device, batch_size=args.batch_size,
                 max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed, backend=args.backend,
                 precision=args.precision, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap,
+                refine=args.refine or (),
             )]  # fmt: skip
         if args.command == "eval":
             scale = args.scale if args.scale is not None else (1.0 if args.resize == "none" else None)

@@ -36,7 +36,9 @@ SUMMARY_JSON, SUMMARY_CSV = "summary.json", "summary.csv"
 _CSV_FIELDS = ("input", "width", "height", "seconds", "class_index", "class_name", "fraction")
 # Settings that decide what an input's outputs and entry are: an earlier run's entry is taken
 # over only when these agree (device and batch size do not change labels).
-_RESULT_SETTINGS = ("model", "weights_tag", "weights_sha256", "backend", "precision", "scale", "tile", "overlap")
+_RESULT_SETTINGS = (
+    "model", "weights_tag", "weights_sha256", "backend", "precision", "scale", "tile", "overlap", "refine",
+)  # fmt: skip
 # Temporary names of seglens' own writers, with the final name they stand for:
 # seglens.io.atomic_open (tempfile.mkstemp: 8 of [a-z0-9_]) and seglens._video_write
 # (".partial", ".partial.a" while the audio is added, ".old" for a folder being replaced).
@@ -132,10 +134,14 @@ def write_outputs(result, paths: dict[str, Path], alpha: float, title: str, low_
                 rgb, result.confidence, threshold=low_confidence, width=max(1, round(max(rgb.shape[:2]) / 500))
             )
         save_image(paths["overlay"], rgb)
-    if "figure" in paths:
-        fig = result.figure(title=title)
-        with atomic_open(paths["figure"]) as f:
-            fig.savefig(f, format="png", dpi=100)
+    if "figure" in paths:  # drawn with Pillow: matplotlib's layout cost more than a small model (seglens._figure)
+        from .._figure import figure_image
+
+        figure = figure_image(
+            result.image, result.labels, result.categories, result.palette, title=title, confidence=result.confidence
+        )
+        with atomic_open(paths["figure"]) as f:  # zlib level 1, Z_RLE: 3x faster than the default, as small
+            figure.save(f, format="PNG", compress_level=1, compress_type=3)
 
 
 def image_entry(img: InputImage, result, paths: dict[str, Path], out: Path, warnings: Sequence[str] = ()) -> dict:

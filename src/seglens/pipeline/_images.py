@@ -129,6 +129,7 @@ def settings_of(seg) -> dict:
         "device": str(seg.device),
         "batch_size": seg.batch_size, "backend": seg.backend, "precision": seg.precision, "scale": seg.scale,
         "tile": seg.tile, "overlap": seg.overlap if seg.tile else None,
+        "refine": ",".join(map(str, seg.refine)) or None,
     }  # fmt: skip
 
 

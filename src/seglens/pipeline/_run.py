@@ -49,7 +49,7 @@ StrPath = Union[str, "os.PathLike[str]"]
 # Options of segment() beyond its named arguments, with their defaults: those of `seglens segment`.
 _MODEL_OPTIONS = {
     "device": "auto", "batch_size": 1, "backend": "torch", "precision": "fp32", "calibration": None,
-    "compile": False, "seed": 0, "scale": None, "tile": None, "overlap": 0.25,
+    "compile": False, "seed": 0, "scale": None, "tile": None, "overlap": 0.25, "refine": None,
 }  # fmt: skip
 _RUN_OPTIONS = {
     "alpha": 0.5, "low_confidence": 0.5, "max_pixels": DEFAULT_MAX_PIXELS, "url_timeout": 30.0, "url_max_mb": 50.0,
@@ -366,7 +366,7 @@ def _build(model: str, weights: StrPath, opts: dict, confidence: bool, bars: _Ba
         model, weights=weights, device=opts["device"], progress=bars.factory is not None, seed=opts["seed"],
         backend=opts["backend"], precision=opts["precision"], calibration=calibration, batch_size=opts["batch_size"],
         max_pixels=opts["max_pixels"], compile=opts["compile"], scale=opts["scale"], tile=opts["tile"],
-        overlap=opts["overlap"], confidence=confidence, window_progress=bars.windows,
+        overlap=opts["overlap"], confidence=confidence, window_progress=bars.windows, refine=opts["refine"] or (),
     )  # fmt: skip
 
 
