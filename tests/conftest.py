@@ -24,6 +24,17 @@ def _no_downloads(monkeypatch, tmp_path_factory):
     """Every test runs with an empty private torch hub cache and downloads switched off."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("SEGLENS_OFFLINE", "1")
+    # exports of the session (backend="auto" picks OpenVINO when one is cached): none from ~/.cache
+    monkeypatch.setenv("SEGLENS_CACHE", str(_session_cache(tmp_path_factory)))
+
+
+def _session_cache(factory) -> object:
+    if not _CACHE:
+        _CACHE.append(factory.mktemp("seglens_cache"))
+    return _CACHE[0]
+
+
+_CACHE: list = []
 
 
 def photo(name: str) -> Image.Image:

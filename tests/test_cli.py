@@ -331,9 +331,17 @@ def test_export_then_segment_with_onnxruntime_and_int8(tmp_path, capsys, monkeyp
     assert code == 0, err
     int8 = np.array(Image.open(tmp_path / "int8" / "cat.png"))
     assert int8.shape == expected.shape
-    code, _, err = run(
+    code, _, err = run(  # the default backend (auto) takes int8 to OpenVINO: the int8 model made above
         capsys, "segment", img, "--out", tmp_path / "x", "--model", SMALL, "--weights", w, "--precision", "int8"
     )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert (summary["backend"], summary["backend_choice"]) == ("openvino", "auto: int8 runs on OpenVINO")
+    assert np.array_equal(np.array(Image.open(tmp_path / "x" / "cat.png")), int8)
+    code, _, err = run(
+        capsys, "segment", img, "--out", tmp_path / "y", "--model", SMALL, "--weights", w, "--precision", "int8",
+        "--backend", "torch",
+    )  # fmt: skip
     assert code == 2 and "int8 needs --backend openvino" in err
 
 

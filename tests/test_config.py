@@ -46,11 +46,13 @@ def test_fields_are_segmenters_keywords_with_the_same_defaults():
 
 
 def test_copies_agree_with_the_torch_modules():
-    from seglens.backends import BACKENDS
+    from seglens import config
+    from seglens.backends import AUTO_EXPORT_IMAGES, BACKENDS
     from seglens.models import DEFAULT_MODEL as MODELS_DEFAULT
 
     assert DEFAULT_MODEL == MODELS_DEFAULT
     assert tuple(BACKEND_PRECISIONS) == BACKENDS
+    assert config.AUTO_EXPORT_IMAGES == AUTO_EXPORT_IMAGES
 
 
 def test_importing_the_config_loads_no_torch():

@@ -153,6 +153,17 @@ class Pool:
         )
 
 
+def connect_pool(
+    address: str | None = None, *, workers=None, cpus_per_worker=None, gpus_per_worker=None
+) -> tuple[Any, Pool]:
+    """:func:`connect`, then :func:`plan_pool` for the cluster's resources: ``(ray, pool)``."""
+    ray = connect(address)
+    pool = plan_pool(
+        ray.cluster_resources(), workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker
+    )
+    return ray, pool
+
+
 def parse_workers(text: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
     """``"2"`` -> (2, 2), ``"1:4"`` -> (1, 4), an int or a pair as they are; None: the default."""
     if text is None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cluster import ClusterError, connect, plan_pool, worker_error
+from ._cluster import ClusterError, connect_pool, worker_error
 from ._eval_options import _MODEL_OPTIONS, _build
 from ._eval_tally import Scorer, Tally, build_result, resolve_protocol
 from .datasets import DatasetError, SegmentationDataset
@@ -55,12 +55,8 @@ class RayEval:
 
     def __init__(self, model: str, weights: str | os.PathLike, opts: dict, *, address=None, workers=None,
                  cpus_per_worker=None, gpus_per_worker=None) -> None:  # fmt: skip
-        self.ray = connect(address)
-        self.pool = plan_pool(
-            self.ray.cluster_resources(),
-            workers=workers,
-            cpus_per_worker=cpus_per_worker,
-            gpus_per_worker=gpus_per_worker,
+        self.ray, self.pool = connect_pool(
+            address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker
         )
         model_options = {k: opts[k] for k in _MODEL_OPTIONS}
         if isinstance(model_options["calibration"], os.PathLike):

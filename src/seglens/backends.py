@@ -21,6 +21,7 @@ import contextlib
 import copy
 import hashlib
 import importlib
+import importlib.util
 import io
 import json
 import logging
@@ -37,9 +38,12 @@ import torch
 from torch import nn
 
 from .io import write_json
-from .models import LoadedModel, sha256_file
+from .models import LoadedModel, is_hf_model, sha256_file
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "export", "export_dir", "make_runner", "quantize_int8"]
+__all__ = [
+    "AUTO_EXPORT_IMAGES", "BACKENDS", "PRECISIONS", "BackendError", "choose_backend", "export", "export_dir",
+    "make_runner", "quantize_int8",
+]  # fmt: skip
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8")  # int8 only with openvino (NNCF post-training quantisation)
@@ -47,6 +51,10 @@ FORMATS = ("onnx", "openvino")
 _VALID = "torch/fp32, onnxruntime/fp32, openvino/fp32, openvino/int8"
 
 _CACHE_ENV = "SEGLENS_CACHE"
+# backend="auto" exports to OpenVINO for a run of at least this many images when no export is
+# cached: the export takes 7-18 s here and OpenVINO f32 saves ~15-20% of each image's model time
+# (README: Performance), so a few dozen images repay it.
+AUTO_EXPORT_IMAGES = 64  # seglens.config keeps a copy (tests/test_config.py checks they agree)
 # Opset 18: the dynamo exporter's native opset (it would convert a lower one after the fact).
 _OPSET = 18
 # Example input for tracing: batch 2 and unequal sides, so no size is specialised to 1 or H == W.
@@ -213,6 +221,36 @@ def _export_openvino(wrapper: nn.Module, dst: Path) -> None:
         )
     model.outputs[0].get_tensor().set_names({"logits"})
     ov.save_model(model, str(dst), compress_to_fp16=False)  # exact fp32 weights
+
+
+def choose_backend(loaded: LoadedModel, *, device: torch.device, precision: str, images: int) -> tuple[str, str]:
+    """``backend="auto"``: the fastest exact path that pays for this run, and why.
+
+    OpenVINO f32 on a CPU when OpenVINO is installed and the model is a torchvision one, and
+    either its export of these weights is cached or the run has ``AUTO_EXPORT_IMAGES`` images or
+    more to repay making it; torch otherwise (GPUs, Hugging Face models, short runs). int8 is
+    OpenVINO's in any case. Labels: OpenVINO f32 agrees with torch to float rounding (100.000%
+    of pixels in ``seglens bench``).
+
+    Returns:
+        ``(backend, reason)``, the reason a phrase for the run's summary and note.
+    """
+    if precision == "int8":
+        return "openvino", "int8 runs on OpenVINO"
+    if precision != "fp32":
+        return "torch", f"{precision} is torch autocast"
+    if device.type != "cpu":
+        return "torch", f"torch on {device.type}"
+    if is_hf_model(loaded.name):
+        return "torch", "Hugging Face models run on torch"
+    if importlib.util.find_spec("openvino") is None:
+        return "torch", "OpenVINO is not installed (pip install 'seglens[openvino]' for the faster exact path)"
+    cached = export_dir(loaded) / "model.xml"
+    if _read_sidecar(cached, f"{export_dir(loaded).name}/openvino") is not None:
+        return "openvino", "OpenVINO f32, its export of these weights is cached"
+    if images >= AUTO_EXPORT_IMAGES:
+        return "openvino", f"OpenVINO f32, {images} images repay its one-time export"
+    return "torch", f"{images} image{'s' if images != 1 else ''}: too few to repay an OpenVINO export"
 
 
 def export(loaded: LoadedModel, fmt: str, *, out: Path | None = None) -> Path:

@@ -34,6 +34,7 @@ __all__ = ["BACKEND_PRECISIONS", "ConfigError", "SegmenterConfig"]
 # Copies of seglens.models.DEFAULT_MODEL and seglens.backends.BACKENDS (those modules import
 # torch); tests/test_config.py checks that they agree.
 DEFAULT_MODEL = "deeplabv3_resnet50"
+AUTO_EXPORT_IMAGES = 64  # seglens.backends.AUTO_EXPORT_IMAGES (the CLI's help names it without torch)
 # backend -> its precisions: torch autocast; ONNX Runtime fp32; OpenVINO fp32 or NNCF int8.
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "fp16", "bf16"),

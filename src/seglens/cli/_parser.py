@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._cluster import ENGINES
 from .._version import __version__
-from ..config import BACKEND_PRECISIONS, ConfigError, SegmenterConfig
+from ..config import AUTO_EXPORT_IMAGES, BACKEND_PRECISIONS, ConfigError, SegmenterConfig
 
 # Literal copies would drift; these modules are light next to torch, which models.py loads anyway.
 from ..datasets import DATASET_KINDS, parse_mask_values
@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(pip install 'seglens[hf]')"},
         weights={"help": "'official' (default: downloaded once, SHA-256 checked), "
                          "'random' (seeded, meaningless labels) or a .pth/.safetensors state dict"},
-        backend={"help": "torch (default), onnxruntime or openvino "
+        backend={"default": "auto", "choices": ("auto", *BACKEND_PRECISIONS),
+                 "help": "auto (default: OpenVINO f32 on CPUs when its export is cached or the run has "
+                         f"{AUTO_EXPORT_IMAGES}+ images to repay it, else torch; the summary says which and why), "
+                         "torch, onnxruntime or openvino "
                          "(exported once, cached; pip install 'seglens[onnx]' / 'seglens[openvino]')"},
         precision={"help": "fp32 (exact, default); fp16/bf16: torch autocast (GPUs); "
                            "int8: OpenVINO + NNCF quantisation (approximate, fast on CPUs)"},
@@ -460,6 +463,14 @@ _CONFIG_FLAGS = {
 _CONFIG_TERMS = re.compile(r"(?<![\w-])(" + "|".join(f.name for f in dataclasses.fields(SegmenterConfig)) + r")=")
 
 
+def _checked_backend(args: argparse.Namespace) -> str:
+    """The backend SegmenterConfig checks the other flags with: "auto" is decided later, once the
+    run knows its images (int8 then means OpenVINO)."""
+    if args.backend != "auto":
+        return args.backend
+    return "openvino" if args.precision == "int8" else "torch"
+
+
 def _segmenter_configs(args: argparse.Namespace) -> list[SegmenterConfig]:
     """The SegmenterConfig(s) this command's flags make ([] for commands that make none), checked
     here, before anything loads: SegmenterConfig is the one place that checks --tile, --scale,
@@ -469,7 +480,7 @@ def _segmenter_configs(args: argparse.Namespace) -> list[SegmenterConfig]:
             scale = args.scale if args.scale is not None else (1.0 if args.resize == "none" else None)
             return [SegmenterConfig(
                 args.model, weights=args.weights, device=args.device, batch_size=args.batch_size,
-                max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed, backend=args.backend,
+                max_pixels=args.max_pixels, progress=not args.quiet, seed=args.seed, backend=_checked_backend(args),
                 precision=args.precision, compile=args.compile, scale=scale, tile=args.tile, overlap=args.overlap,
                 refine=args.refine or (),
             )]  # fmt: skip

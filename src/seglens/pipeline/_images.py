@@ -9,6 +9,8 @@ The local engine (:mod:`._run`) runs it over all images in the calling process; 
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from ..io import ImageLoadError, InputImage, load_image
 from ._files import image_entry, write_outputs
 from ._warnings import capture
 
-__all__ = ["ImageWork", "Item", "reason", "settings_of"]
+__all__ = ["ImageWork", "Item", "reason", "resolve_auto", "settings_of"]
 
 
 @dataclass
@@ -130,7 +132,59 @@ def settings_of(seg) -> dict:
         "batch_size": seg.batch_size, "backend": seg.backend, "precision": seg.precision, "scale": seg.scale,
         "tile": seg.tile, "overlap": seg.overlap if seg.tile else None,
         "refine": ",".join(map(str, seg.refine)) or None,
-    }  # fmt: skip
+    } | ({"backend_choice": seg.backend_choice} if getattr(seg, "backend_choice", None) else {})  # fmt: skip
+
+
+def resolve_auto(model, weights, opts: dict, images: int, *, progress: bool = False):
+    """``backend="auto"`` made concrete for a run of ``images`` inputs: ``(model, opts, choice)``,
+    the model loaded (a LoadedModel) and the options' backend chosen by
+    :func:`seglens.backends.choose_backend`, ``choice`` its reason; as given for other backends."""
+    if opts["backend"] != "auto":
+        return model, opts, None
+    from ..backends import choose_backend
+    from ..inference import resolve_device
+    from ..models import load_model
+
+    device = resolve_device(opts["device"])  # an unusable device is said before any weights load
+    loaded = load_model(model, weights=weights, progress=progress, seed=opts["seed"])
+    backend, why = choose_backend(loaded, device=device, precision=opts["precision"], images=images)
+    return loaded, {**opts, "backend": backend}, f"auto: {why}"
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Bars:
+    """Progress bars from the ``progress`` factory (none without one)."""
+
+    def __init__(self, progress) -> None:
+        if progress is True:
+            from tqdm import tqdm
+
+            progress = functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True)
+        self.factory = progress or None
+        self._windows = None
+
+    def open(self, **kwargs):
+        return self.factory(**kwargs) if self.factory is not None else _NoBar()
+
+    def windows(self, done: int, total: int) -> None:
+        """Segmenter's window_progress: a second bar while a huge image is tiled."""
+        if self.factory is None or total < 8:
+            return
+        if self._windows is None:
+            self._windows = self.factory(total=total, unit="window", desc="windows", leave=False, position=1)
+            self._seen = 0
+        self._windows.update(done - self._seen)
+        self._seen = done
+        if done >= total:
+            self._windows.close()
+            self._windows = None
 
 
 def _file_name(img: InputImage) -> str:

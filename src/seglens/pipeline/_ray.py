@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._cluster import connect, plan_pool, worker_error
+from .._cluster import connect_pool, worker_error
 from ..io import InputImage, load_image
 from ._files import SUFFIX
-from ._images import ImageWork, Item, settings_of
+from ._images import ImageWork, Item, resolve_auto, settings_of
 
 __all__ = ["RayImages"]
 
@@ -53,12 +53,8 @@ class RayImages:
     """
 
     def __init__(self, spec: dict, *, address=None, workers=None, cpus_per_worker=None, gpus_per_worker=None) -> None:
-        self.ray = connect(address)
-        self.pool = plan_pool(
-            self.ray.cluster_resources(),
-            workers=workers,
-            cpus_per_worker=cpus_per_worker,
-            gpus_per_worker=gpus_per_worker,
+        self.ray, self.pool = connect_pool(
+            address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker
         )
         self.spec = {**spec, "threads": self.pool.threads}
 
@@ -68,9 +64,12 @@ class RayImages:
         (bad weights, unknown model) are raised here as they are, before any actor starts."""
         task = self.ray.remote(num_cpus=self.pool.cpus, num_gpus=self.pool.gpus, max_retries=1)(_describe)
         try:
-            return self.ray.get(task.remote(self.spec))
+            described = self.ray.get(task.remote(self.spec))
         except self.ray.exceptions.RayTaskError as e:
             raise worker_error(e) from None
+        # the actors use the backend the description chose ("auto" decided once, for the whole run)
+        self.spec["model_options"] = {**self.spec["model_options"], "backend": described["settings"]["backend"]}
+        return described
 
     def run(
         self,
@@ -120,12 +119,14 @@ def _segmenter(spec: dict):
     from ..io.calibration import calibration_images
 
     torch.set_num_threads(spec["threads"])
-    options = dict(spec["model_options"])
+    model, options, choice = resolve_auto(spec["model"], spec["weights"], dict(spec["model_options"]), spec["images"])
     if options.get("precision") == "int8":
         options["calibration"] = calibration_images(options.get("calibration"))
     else:
         options.pop("calibration", None)
-    return Segmenter(spec["model"], weights=spec["weights"], confidence="confidence" in spec["outputs"], **options)
+    seg = Segmenter(model, weights=spec["weights"], confidence="confidence" in spec["outputs"], **options)
+    seg.backend_choice = choice
+    return seg
 
 
 def _describe(spec: dict) -> dict:

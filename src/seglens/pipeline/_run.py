@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from ._files import (
     video_output_names,
     write_summary,
 )  # fmt: skip
-from ._images import ImageWork, Item, settings_of
+from ._images import ImageWork, Item, _Bars, resolve_auto, settings_of
 from ._warnings import routing
 
 __all__ = ["RunError", "RunEvent", "RunInterrupted", "segment"]
@@ -48,7 +46,7 @@ StrPath = Union[str, "os.PathLike[str]"]
 
 # Options of segment() beyond its named arguments, with their defaults: those of `seglens segment`.
 _MODEL_OPTIONS = {
-    "device": "auto", "batch_size": 1, "backend": "torch", "precision": "fp32", "calibration": None,
+    "device": "auto", "batch_size": 1, "backend": "auto", "precision": "fp32", "calibration": None,
     "compile": False, "seed": 0, "scale": None, "tile": None, "overlap": 0.25, "refine": None,
 }  # fmt: skip
 _RUN_OPTIONS = {
@@ -151,8 +149,11 @@ def segment(
             (``model``, ``weights`` and the model options then do not apply).
         on_event: called with a :class:`RunEvent` for failures, warnings and finished inputs.
         **options: as ``seglens segment``'s flags: ``device`` ("auto"), ``batch_size`` (1),
-            ``backend`` ("torch"), ``precision`` ("fp32"), ``calibration`` (int8: a folder of
-            images or a list of PIL images; default the bundled examples), ``compile`` (False),
+            ``backend`` ("auto": :func:`seglens.backends.choose_backend` picks OpenVINO f32 on a CPU
+            when its export is cached or the run repays it, else torch; "torch" forces torch),
+            ``precision`` ("fp32"), ``calibration`` (int8: a folder of images or a list of PIL
+            images; default the bundled examples), ``compile`` (False), ``refine`` (None: see
+            :mod:`seglens.refine`),
             ``seed`` (0), ``scale`` (None: the weights' resize), ``tile`` (None), ``overlap``
             (0.25), ``alpha`` (0.5), ``low_confidence`` (0.5), ``max_pixels`` (100 000 000; a given
             segmenter's own),
@@ -193,14 +194,19 @@ def segment(
         )
     bars = _Bars(progress)
     if engine == "ray":
-        cluster = _ray_images(model, weights, opts, image_outputs, remote or str(out), segmenter)
+        cluster = _ray_images(model, weights, opts, image_outputs, remote or str(out), segmenter, len(images))
         described = cluster.describe()
         settings, meaningful, tag = described["settings"], described["meaningful"], described["weights_tag"]
         seg, run_images = None, cluster.run
         emit(RunEvent("note", None, f"Ray: {cluster.pool.describe()}"))
     else:
-        seg = segmenter if segmenter is not None else _build(model, weights, opts, "confidence" in image_outputs, bars)
+        seg = segmenter
+        if seg is None:
+            seg = _build(model, weights, opts, "confidence" in image_outputs, bars, images=len(images))
         settings, meaningful, tag, run_images = settings_of(seg), seg.loaded.meaningful, seg.loaded.weights_tag, None
+
+    if settings.get("backend_choice"):
+        emit(RunEvent("note", None, f"backend {settings['backend']} ({settings['backend_choice']})"))
     out = _staging(remote) if remote else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +246,7 @@ def _staging(uri: str) -> Path:
     return base / hashlib.sha256(uri.encode()).hexdigest()[:16]
 
 
-def _ray_images(model, weights, opts: dict, image_outputs, out: str, segmenter):
+def _ray_images(model, weights, opts: dict, image_outputs, out: str, segmenter, images: int):
     if segmenter is not None:
         raise ValueError("segmenter= runs in this process; engine='ray' builds one per worker from model= and weights=")
     from ._ray import RayImages
@@ -251,7 +257,7 @@ def _ray_images(model, weights, opts: dict, image_outputs, out: str, segmenter):
         model_options["calibration"] = os.fspath(model_options["calibration"])
     run_opts = {k: opts[k] for k in _RUN_OPTIONS}
     spec = {"model": model, "weights": os.fspath(weights), "model_options": model_options, "opts": run_opts,
-            "outputs": list(image_outputs), "out": out}  # fmt: skip
+            "outputs": list(image_outputs), "out": out, "images": images}  # fmt: skip
     return RayImages(
         spec, address=opts["ray_address"], workers=opts["ray_workers"],
         cpus_per_worker=opts["cpus_per_worker"], gpus_per_worker=opts["gpus_per_worker"],
@@ -358,52 +364,21 @@ def _list_uri(uri: str) -> tuple[list[InputImage], str | None]:
     return [InputImage(f, relative_name(uri, f)) for f in files], None
 
 
-def _build(model: str, weights: StrPath, opts: dict, confidence: bool, bars: _Bars):
+def _build(model: str, weights: StrPath, opts: dict, confidence: bool, bars: _Bars, images: int = 0):
+    """The run's Segmenter; ``backend="auto"`` chosen here (:func:`seglens.backends.choose_backend`,
+    for ``images`` inputs), the choice kept as ``seg.backend_choice``."""
     from ..inference import Segmenter
 
     calibration = calibration_images(opts["calibration"]) if opts["precision"] == "int8" else None
-    return Segmenter(
+    model, opts, choice = resolve_auto(model, weights, opts, images, progress=bars.factory is not None)
+    seg = Segmenter(
         model, weights=weights, device=opts["device"], progress=bars.factory is not None, seed=opts["seed"],
         backend=opts["backend"], precision=opts["precision"], calibration=calibration, batch_size=opts["batch_size"],
         max_pixels=opts["max_pixels"], compile=opts["compile"], scale=opts["scale"], tile=opts["tile"],
         overlap=opts["overlap"], confidence=confidence, window_progress=bars.windows, refine=opts["refine"] or (),
     )  # fmt: skip
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Bars:
-    """Progress bars from the ``progress`` factory (none without one)."""
-
-    def __init__(self, progress) -> None:
-        if progress is True:
-            from tqdm import tqdm
-
-            progress = functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True)
-        self.factory = progress or None
-        self._windows = None
-
-    def open(self, **kwargs):
-        return self.factory(**kwargs) if self.factory is not None else _NoBar()
-
-    def windows(self, done: int, total: int) -> None:
-        """Segmenter's window_progress: a second bar while a huge image is tiled."""
-        if self.factory is None or total < 8:
-            return
-        if self._windows is None:
-            self._windows = self.factory(total=total, unit="window", desc="windows", leave=False, position=1)
-            self._seen = 0
-        self._windows.update(done - self._seen)
-        self._seen = done
-        if done >= total:
-            self._windows.close()
-            self._windows = None
+    seg.backend_choice = choice
+    return seg
 
 
 class _Run:
