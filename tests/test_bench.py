@@ -297,3 +297,22 @@ def test_run_bench_argument_errors(tmp_path, image_files):
 
 def test_gemm_roofline_is_positive():
     assert gemm_roofline(size=256, repeats=2) > 0
+
+
+def test_a_trained_file_is_timed_as_its_own_architecture(tmp_path, image_files):
+    """A seglens-trained file names its model: the bench (and its multiply-adds) follow it, not --model."""
+    from seglens._train_model import save_trained
+    from seglens._trained import TrainedMetadata
+    from seglens.models import model_info
+    from tests.conftest import calibrated_model
+
+    path = tmp_path / "best.safetensors"
+    meta = TrainedMetadata(SMALL, ("a", "b", "c"), ((0, 0, 0), (255, 0, 0), (0, 255, 0)),
+                           (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None, 255)  # fmt: skip
+    save_trained(path, calibrated_model(SMALL, num_classes=3), meta)
+    rows, meta_out = run_bench(
+        "deeplabv3_resnet50", weights=str(path), images=image_files, n=2, configs=parse_configs("seglens"),
+        work_dir=tmp_path / "work", warmup=0,
+    )  # fmt: skip
+    assert meta_out["model"] == SMALL and meta_out["gmacs_520"] == model_info(SMALL).gflops
+    assert [r["name"] for r in rows] == ["naive", "seglens"]

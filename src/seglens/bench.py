@@ -151,6 +151,8 @@ def run_bench(
         )
     say = progress or (lambda message: None)
     paths = [Path(p) for p in images]
+    if str(weights) not in ("official", "random"):  # a trained file names its own architecture
+        model = load_model(model, weights=weights, progress=False).name
     plan = _Plan(
         model=model,
         weights=str(weights),
