@@ -236,3 +236,16 @@ def test_cli_main(shapes, tmp_path):
             "-o", str(tmp_path / "r"), *entries]  # fmt: skip
     assert main(argv) == 0
     assert main(argv[:-1] + ["precison=int8"]) == 2
+
+
+def test_disagreement_panels_are_a_row_for_two_and_a_grid_for_more(run):
+    from seglens._compare_report import _GRID_COLUMNS, _PANEL_PX
+
+    result, out, _ = run
+    g = result.disagreements[0]
+    with Image.open(out / g.file) as im:  # three configurations: 2 + 1 + 2 x 2 = 7 tiles in a grid of 4
+        width, height = im.size
+    h, w = g.target.shape
+    tile_w = round(w * _PANEL_PX / max(h, w))
+    assert width == 2 * 8 + _GRID_COLUMNS * tile_w + (_GRID_COLUMNS - 1) * 10
+    assert height > 2 * round(h * _PANEL_PX / max(h, w))  # two rows of pictures

@@ -226,41 +226,51 @@ def _differ(image: np.ndarray, target: np.ndarray, first: np.ndarray, other: np.
 
 
 def _panel(g, title: str, class_names: Sequence[str], palette: np.ndarray | None, ignore_index: int) -> Image.Image:
-    """image | ground truth | each prediction | each differ map, titles above, classes below."""
+    """image | ground truth | the first prediction, then each other prediction beside where it
+    differs from the first: one row for two configurations, a grid of 4 columns for more (each
+    tile titled), the classes present below."""
     n = len(class_names)
     names = list(g.preds)
     h, w = g.target.shape
     scale = _PANEL_PX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    pictures = [("image", g.image, False), ("ground truth", colorize(g.target, palette), True)]
-    pictures += [(k, colorize(g.preds[k], palette), True) for k in names]
-    pictures += [(f"{k} vs {names[0]}", _differ(g.image, g.target, g.preds[names[0]], g.preds[k], n), True)
-                 for k in names[1:]]  # fmt: skip
+    pictures = [("image", g.image, False), ("ground truth", colorize(g.target, palette), True),
+                (names[0], colorize(g.preds[names[0]], palette), True)]  # fmt: skip
+    for k in names[1:]:
+        pictures.append((k, colorize(g.preds[k], palette), True))
+        pictures.append((f"{k} vs {names[0]}", _differ(g.image, g.target, g.preds[names[0]], g.preds[k], n), True))
+    cols = len(pictures) if len(pictures) <= _ONE_ROW else _GRID_COLUMNS
+    rows = -(-len(pictures) // cols)
     font, small = _font(14), _font(11)
-    pad, gap, top = 8, 10, 48
+    pad, gap, top, label = 8, 10, 30, 18
+    tile_h = label + size[1] + gap
     present = sorted({int(c) for a in (g.target, *g.preds.values()) for c in np.unique(a) if c < n})
-    per_row = max(1, (len(pictures) * (size[0] + gap)) // 150)
+    per_row = max(1, (cols * (size[0] + gap)) // 150)
     legend_rows = -(-len(present) // per_row)
-    width = max(
-        pad * 2 + len(pictures) * size[0] + (len(pictures) - 1) * gap, round(_text_width(title, font)) + 2 * pad
-    )
-    canvas = Image.new("RGB", (width, top + size[1] + pad + 18 * legend_rows + pad), "white")
+    width = max(pad * 2 + cols * size[0] + (cols - 1) * gap, round(_text_width(title, font)) + 2 * pad)
+    legend_top = top + rows * tile_h
+    canvas = Image.new("RGB", (width, legend_top + 18 * legend_rows + pad), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((pad, pad), title, fill="black", font=font)
-    for k, (label, array, nearest) in enumerate(pictures):
-        x = pad + k * (size[0] + gap)
+    for k, (text, array, nearest) in enumerate(pictures):
+        r, c = divmod(k, cols)
+        x, y = pad + c * (size[0] + gap), top + r * tile_h
         im = Image.fromarray(np.ascontiguousarray(array))
         if im.size != size:
             im = im.resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
-        draw.text((x, top - 18), label, fill="black", font=small)
-        canvas.paste(im, (x, top))
+        draw.text((x, y), text, fill="black", font=small)
+        canvas.paste(im, (x, y + label))
     colours = colorize(np.array([present], dtype=np.uint8), palette)[0] if present else []
     for k, (c, rgb) in enumerate(zip(present, colours)):
         r, col = divmod(k, per_row)
-        x, y = pad + col * 150, top + size[1] + pad + 18 * r
+        x, y = pad + col * 150, legend_top + 18 * r
         draw.rectangle((x, y + 2, x + 18, y + 12), fill=tuple(int(v) for v in rgb), outline=(102, 102, 102))
         draw.text((x + 24, y), class_names[c], fill="black", font=small)
     return canvas
+
+
+_ONE_ROW = 5  # two configurations: image | GT | A | B | B vs A in one row
+_GRID_COLUMNS = 4  # more: a grid, so seven configurations are not one 4000-pixel-wide strip
 
 
 def write_panels(
