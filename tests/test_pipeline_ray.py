@@ -245,8 +245,9 @@ def test_two_node_cluster(folder, local_run, weights_file, tmp_path):
         cluster.shutdown()
 
 
-def test_object_store_in_and_out(ray_instance, s3_server, folder, local_run, weights_file):
+def test_object_store_in_and_out(ray_instance, s3_server, folder, local_run, weights_file, monkeypatch, tmp_path):
     """s3:// inputs and outputs through a real S3 API (moto's server on 127.0.0.1)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the driver's staging folder
     bucket = s3_server.make_bucket("seglens-ray-io")
     for p in sorted(folder.rglob("*")):
         if p.is_file():
@@ -274,5 +275,9 @@ def test_object_store_in_and_out(ray_instance, s3_server, folder, local_run, wei
     again = seglens.segment(f"{bucket}/in", f"{bucket}/out", skip_existing=True, **kwargs)  # resume from the store
     assert (again.segmented, again.skipped, len(again.failures)) == (0, 5, 2)
     assert _without_timings(again.to_dict()) == _without_timings(summary.to_dict())
+    assert list((tmp_path / "cache" / "seglens" / "runs").glob("*/summary.json"))  # staged here, not in ~/.cache
+    s3_server.client.delete_object(Bucket="seglens-ray-io", Key="out/summary.json")  # the store's summary gone:
+    third = seglens.segment(f"{bucket}/in", f"{bucket}/out", skip_existing=True, **kwargs)  # no stale staging copy
+    assert (third.segmented, third.skipped) == (5, 0)
     with pytest.raises(seglens.pipeline.RunError, match="no images found .*no-such-bucket"):
         seglens.segment("s3://no-such-bucket/in", f"{bucket}/out2", **kwargs)

@@ -417,7 +417,8 @@ class _Run:
         if skip_existing and self.remote:
             from ..io.storage import download_file
 
-            download_file(f"{self.remote}/{SUMMARY_JSON}", self.out / SUMMARY_JSON)
+            if not download_file(f"{self.remote}/{SUMMARY_JSON}", self.out / SUMMARY_JSON):
+                (self.out / SUMMARY_JSON).unlink(missing_ok=True)  # a staging copy the store no longer has
         previous = previous_entries(self.out, self.settings, journal_options) if skip_existing else {}
         self.failures = [(-1, {"input": s, "error": r}) for s, r in problems]
 
