@@ -53,7 +53,6 @@ from .metrics import (
     ConfusionMatrix,
     SizeRecall,
     confusion_matrix,
-    image_scores,
     scores,
     top_confusions,
 )
@@ -168,15 +167,16 @@ class Tally:
         (kept with the worst images)."""
         self._refuse_twice(i)
         n = self.num_classes
-        self.cm.update(target, pred)
-        self.rows[i] = image_row(confusion_matrix(target, pred, n))
+        counts = confusion_matrix(target, pred, n)  # once: the total, the bootstrap's row, the image's scores
+        self.cm.add(counts)
+        self.rows[i] = image_row(counts)
         if self.compare:
             self.cm_plain.update(target, plain)
         part = SizeRecall()
         part.update(target, pred, num_classes=n, ignore_index=self.ignore_index, instances=instances)
         self._size_parts[i] = part
         self.boundary.update(target, pred, width=self.boundary_width, ignore_index=self.ignore_index)
-        s = image_scores(target, pred, n)
+        s = scores(counts)
         self.per_image[i] = ImageScore(name, _pct(s.miou), _pct(s.pixel_acc))
         if self.worst_k and not math.isnan(s.miou):
             key = (-s.miou, -i)
@@ -269,6 +269,14 @@ class Tally:
 # --- the per-image work ------------------------------------------------------------------------
 
 
+def protocol_inputs(seg: Segmenter, protocol: str, sample: Sample) -> tuple[torch.Tensor, np.ndarray, Image.Image]:
+    """``(network input, target, image)`` of ``sample`` as ``protocol`` scores it: torchvision's
+    520-pixel preset for both, or the Segmenter's own input and the untouched target (native)."""
+    if protocol == "torchvision":
+        return _torchvision_inputs(seg, sample)
+    return seg.network_input(sample.image), sample.target, sample.image
+
+
 class Scorer:
     """Scores samples with a Segmenter under a resolved protocol and a config, into a :class:`Tally`."""
 
@@ -304,11 +312,10 @@ class Scorer:
 
     def score(self, i: int, sample: Sample, tally: Tally) -> None:
         seg, tta = self.seg, self.tta
-        if self.protocol == "torchvision":
-            x, target, shown = _torchvision_inputs(seg, sample)
-            instances = _resize_instances(sample.instances, target.shape)
-        else:
-            x, target, shown, instances = seg.network_input(sample.image), sample.target, sample.image, sample.instances
+        x, target, shown = protocol_inputs(seg, self.protocol, sample)
+        instances = (
+            _resize_instances(sample.instances, target.shape) if self.protocol == "torchvision" else sample.instances
+        )
         logits, plain = seg.logits(x[None], scales=tta.scales, flip=tta.flip)
         pred = seg.labels_from_logits(logits[0], target.shape, shown)  # with the Segmenter's refine
         plain_pred = None

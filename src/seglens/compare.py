@@ -50,7 +50,7 @@ from ._compare_types import (
     parse_entry,
 )
 from ._eval_options import _Bar, _bar_factory
-from ._eval_tally import _diff, _pct, _torchvision_inputs, resolve_protocol
+from ._eval_tally import _diff, _pct, protocol_inputs, resolve_protocol
 from .datasets import DatasetError, SegmentationDataset, open_dataset
 from .evaltypes import TTA, DatasetInfo, EvalConfig, EvalEvent, EvalResult, SkippedImage
 from .metrics import confusion_matrix, scores
@@ -103,10 +103,7 @@ class _Run:
         """(pred, target, image as scored, model seconds, end-to-end seconds): Scorer.score's steps."""
         seg = self.seg
         start = time.perf_counter()
-        if self.protocol == "torchvision":
-            x, target, shown = _torchvision_inputs(seg, sample)
-        else:
-            x, target, shown = seg.network_input(sample.image), sample.target, sample.image
+        x, target, shown = protocol_inputs(seg, self.protocol, sample)
         self._sync()
         t0 = time.perf_counter()
         logits = seg.logits(x[None], scales=self.tta.scales, flip=self.tta.flip).logits

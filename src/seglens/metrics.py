@@ -140,7 +140,11 @@ class ConfusionMatrix:
 
     def update(self, target: np.ndarray, pred: np.ndarray) -> None:
         """Add one image or batch; arguments as ``confusion_matrix``."""
-        self._mat += confusion_matrix(target, pred, self._n)
+        self.add(confusion_matrix(target, pred, self._n))
+
+    def add(self, matrix: np.ndarray) -> None:
+        """Add an (n, n) matrix of counts already made by ``confusion_matrix`` (one image's, say)."""
+        self._mat += matrix
 
     def merge(self, other: ConfusionMatrix) -> None:
         """Add another accumulator's counts (e.g. from another worker)."""
